@@ -1,0 +1,54 @@
+"""Queue backends behind one contract; the URL's scheme picks the backend."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from conveyor.errors import ConfigError
+from conveyor.queues.base import (
+    BatchResult,
+    DeadLetter,
+    Outgoing,
+    Queue,
+    QueueStats,
+    Received,
+)
+from conveyor.settings import Settings
+
+__all__ = [
+    "BatchResult",
+    "DeadLetter",
+    "Outgoing",
+    "Queue",
+    "QueueStats",
+    "Received",
+    "open_queue",
+]
+
+
+def open_queue(url: str, settings: Settings | None = None) -> Queue:
+    """Open the queue at ``url``, importing its backend only when needed.
+
+    - ``sqlite:///abs/path/queue.db`` (or ``sqlite://rel/path``): the embedded queue.
+    - ``https://sqs.<region>.amazonaws.com/<account>/<name>``, or any http(s) URL of an
+      SQS-compatible server: Amazon SQS.
+    - ``memory://name``: an in-process queue for unit tests.
+
+    Raises:
+        ConfigError: the URL names no known backend.
+    """
+    settings = settings or Settings()
+    scheme = urlsplit(url).scheme
+    if scheme == "sqlite":
+        from conveyor.queues.sqlite import SQLiteQueue
+
+        return SQLiteQueue.from_url(url, settings)
+    if scheme in ("http", "https"):
+        from conveyor.queues.sqs import SQSQueue
+
+        return SQSQueue.from_url(url, settings)
+    if scheme == "memory":
+        from conveyor.queues.memory import MemoryQueue
+
+        return MemoryQueue.from_url(url, settings)
+    raise ConfigError(f"unknown queue URL {url!r}: use sqlite:///path/queue.db or an SQS queue URL")

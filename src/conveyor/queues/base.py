@@ -1,0 +1,220 @@
+"""The queue contract every backend implements: SQS semantics, at-least-once delivery."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from conveyor.errors import LeaseLost
+
+#: SQS's ceiling on a visibility timeout (12 hours); every backend enforces it.
+MAX_VISIBILITY_TIMEOUT_S = 43_200
+#: SQS's ceiling on a long-poll wait and on a batch.
+MAX_WAIT_S = 20
+MAX_BATCH = 10
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A message to send.
+
+    Attributes:
+        body: the JSON text of the message.
+        delay_s: seconds before the message first becomes visible (0 to 900).
+        dedup_id: FIFO queues: messages with the same id within 5 minutes are sent once.
+        group_id: FIFO queues: messages of one group are delivered in order.
+    """
+
+    body: str
+    delay_s: int = 0
+    dedup_id: str | None = None
+    group_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Received:
+    """A received message and the lease that lets its receiver ack, extend or release it.
+
+    Every receive of a message gives a new lease; an older lease no longer works.
+    """
+
+    message_id: str
+    body: str
+    lease: str
+    receive_count: int
+    sent_at: float
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A message in the dead-letter queue."""
+
+    message_id: str
+    body: str
+    receive_count: int
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """Approximate message counts (SQS's counts are approximate; SQLite's are exact)."""
+
+    visible: int
+    in_flight: int
+    delayed: int
+    dead_lettered: int
+
+    @property
+    def pending(self) -> int:
+        """Messages that are not yet done: visible, in flight or delayed."""
+        return self.visible + self.in_flight + self.delayed
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """Per-entry outcome of a batch call: leases (or ids) that worked, and those that did not."""
+
+    ok: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+class Queue(abc.ABC):
+    """A job queue with SQS semantics.
+
+    - A received message is invisible for the visibility timeout, then visible again unless
+      acked in time.
+    - Every receive increments the message's receive count; a message received more than
+      ``max_receive_count`` times moves to the dead-letter queue instead of being delivered.
+    - Every receive gives a new lease; an old lease can no longer ack, extend or release a
+      message that was received again since.
+
+    Methods are thread-compatible but not thread-safe: use one instance per thread.
+    Transient failures raise :class:`~conveyor.errors.TransientQueueError`; a missing queue
+    :class:`~conveyor.errors.QueueNotFound`; missing permissions
+    :class:`~conveyor.errors.AccessDenied`.
+    """
+
+    #: The URL this queue was opened from.
+    url: str
+    #: Largest message body, in bytes, this queue accepts.
+    max_message_bytes: int
+    #: Receives after which a message goes to the dead-letter queue.
+    max_receive_count: int
+    #: Visibility timeout given by a receive that names none.
+    visibility_timeout_s: int
+
+    @abc.abstractmethod
+    def send_batch(self, messages: Sequence[Outgoing]) -> list[str]:
+        """Send messages, in batches of up to 10 where the backend batches.
+
+        Blocks until every message is durably queued. Not idempotent (except FIFO dedup).
+
+        Returns:
+            The message ids, in the order given.
+
+        Raises:
+            MessageTooLarge: a body exceeds ``max_message_bytes``.
+            QueueError: an entry failed after retries; entries before it may have been sent.
+        """
+
+    @abc.abstractmethod
+    def receive(
+        self, max_messages: int, wait_s: float, visibility_timeout_s: int | None = None
+    ) -> list[Received]:
+        """Receive up to ``max_messages`` (at most 10), long-polling up to ``wait_s`` seconds.
+
+        Returns as soon as at least one message is available, or with an empty list when the
+        wait ends. Each returned message is invisible to others for the visibility timeout.
+        Messages past ``max_receive_count`` are moved to the dead-letter queue, not returned.
+        """
+
+    @abc.abstractmethod
+    def ack_batch(self, leases: Sequence[str]) -> BatchResult:
+        """Delete the messages held by these leases. Idempotent for a lease still current.
+
+        A stale lease (message received again since, or already deleted) is reported in
+        ``failed``; it never deletes a message someone else now holds.
+        """
+
+    @abc.abstractmethod
+    def extend_batch(self, leases: Sequence[str], visibility_timeout_s: int) -> BatchResult:
+        """Make these messages invisible for ``visibility_timeout_s`` more seconds from now.
+
+        Stale or expired-and-redelivered leases are reported in ``failed``.
+        """
+
+    @abc.abstractmethod
+    def release_batch(self, leases: Sequence[str], delay_s: int = 0) -> BatchResult:
+        """Give messages back: visible again after ``delay_s`` seconds (0: at once)."""
+
+    @abc.abstractmethod
+    def dead_letter(self, lease: str, reason: str) -> None:
+        """Move a held message to the dead-letter queue at once (a permanent failure).
+
+        Raises:
+            LeaseLost: the lease is stale.
+        """
+
+    @abc.abstractmethod
+    def stats(self) -> QueueStats:
+        """Count visible, in-flight, delayed and dead-lettered messages."""
+
+    @abc.abstractmethod
+    def purge(self) -> int:
+        """Delete every message in the queue (not the dead-letter queue). Returns how many,
+        or -1 where the backend cannot tell."""
+
+    @abc.abstractmethod
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """List up to ``limit`` messages in the dead-letter queue without consuming them."""
+
+    @abc.abstractmethod
+    def redrive(self, limit: int | None = None) -> int:
+        """Move dead-lettered messages back to the queue with a fresh receive count.
+
+        Returns how many were moved.
+        """
+
+    def request_counts(self) -> dict[str, int]:
+        """Requests made to the queue service by this instance, by kind (for cost)."""
+        return {}
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections and file handles. Idempotent."""
+
+    # Conveniences over the batch calls --------------------------------------------------
+
+    def send(self, message: Outgoing) -> str:
+        """Send one message; see :meth:`send_batch`."""
+        return self.send_batch([message])[0]
+
+    def ack(self, lease: str) -> bool:
+        """Ack one message; False when the lease was stale."""
+        return lease in self.ack_batch([lease]).ok
+
+    def extend(self, lease: str, visibility_timeout_s: int) -> None:
+        """Extend one lease.
+
+        Raises:
+            LeaseLost: the lease is stale.
+        """
+        result = self.extend_batch([lease], visibility_timeout_s)
+        if lease not in result.ok:
+            raise LeaseLost(f"lease lost: {result.failed.get(lease, 'stale lease')}")
+
+    def release(self, lease: str, delay_s: int = 0) -> None:
+        """Release one lease.
+
+        Raises:
+            LeaseLost: the lease is stale.
+        """
+        result = self.release_batch([lease], delay_s)
+        if lease not in result.ok:
+            raise LeaseLost(f"lease lost: {result.failed.get(lease, 'stale lease')}")
+
+    def __enter__(self) -> Queue:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
