@@ -13,3 +13,6 @@ def _scrub_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith(("CONVEYOR_", "AWS_", "SQS_")):
             monkeypatch.delenv(name, raising=False)
+
+
+pytest_plugins = ["tests.fixtures.queues"]
