@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
+# Playwright (test extra) drives Debian's chromium; it must never fetch a browser build.
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
-.PHONY: demo test lint typecheck unit bench clean
+.PHONY: demo demo-sqs test lint typecheck unit bench clean image push buildx-builder chromium
 
 $(VENV)/.base: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +25,10 @@ $(VENV)/.bench: $(VENV)/.test pyproject.toml
 demo: $(VENV)/.base
 	bash scripts/demo.sh
 
+# The same flow on SQS: a local moto server (from the test extra) stands in for AWS.
+demo-sqs: $(VENV)/.test
+	bash scripts/demo_sqs.sh
+
 lint: $(VENV)/.test
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
@@ -33,7 +39,11 @@ typecheck: $(VENV)/.test
 unit: $(VENV)/.test
 	$(PY) -m pytest tests/unit -q
 
-test: lint typecheck $(VENV)/.test
+# The dashboard's browser test drives Debian's chromium (never a downloaded browser).
+chromium:
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y --no-install-recommends chromium)
+
+test: lint typecheck $(VENV)/.test chromium
 	$(PY) -m pytest -q
 
 bench: $(VENV)/.bench
@@ -41,3 +51,32 @@ bench: $(VENV)/.bench
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache demo bench-data
+
+# Container image (deploy/Dockerfile), multi-arch through buildx. `make image` builds both
+# platforms into an OCI archive in dist/; `make push` logs in to Amazon ECR, creates the
+# repository if needed (immutable tags, scan on push) and pushes (tutorial Steps 5-6).
+AWS_REGION ?= $(shell aws configure get region)
+ACCOUNT_ID ?= $(shell aws sts get-caller-identity --query Account --output text)
+REPO       ?= conveyor
+TAG        ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+PLATFORMS  ?= linux/amd64,linux/arm64
+BUILDER    ?= conveyor-builder
+REGISTRY    = $(ACCOUNT_ID).dkr.ecr.$(AWS_REGION).amazonaws.com
+BUILDX      = docker buildx build --builder $(BUILDER) --platform $(PLATFORMS) -f deploy/Dockerfile
+
+buildx-builder:
+	docker buildx inspect $(BUILDER) >/dev/null 2>&1 || \
+		docker buildx create --name $(BUILDER) --driver docker-container --bootstrap
+
+image: buildx-builder
+	mkdir -p dist
+	$(BUILDX) -t $(REPO):$(TAG) --output type=oci,dest=dist/$(REPO)-$(TAG).oci.tar .
+
+push: buildx-builder
+	aws ecr describe-repositories --region $(AWS_REGION) --repository-names $(REPO) >/dev/null 2>&1 || \
+		aws ecr create-repository --region $(AWS_REGION) --repository-name $(REPO) \
+			--image-tag-mutability IMMUTABLE --image-scanning-configuration scanOnPush=true
+	aws ecr get-login-password --region $(AWS_REGION) | \
+		docker login --username AWS --password-stdin $(REGISTRY)
+	$(BUILDX) -t $(REGISTRY)/$(REPO):$(TAG) --push .
+	@echo "pushed $(REGISTRY)/$(REPO):$(TAG)"

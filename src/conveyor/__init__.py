@@ -2,4 +2,9 @@
 
 from __future__ import annotations
 
+from conveyor.jobs import Job
+from conveyor.tasks import TaskContext, task
+
 __version__ = "0.1.0"
+
+__all__ = ["Job", "TaskContext", "task"]

@@ -95,6 +95,11 @@ class LeaseLost(QueueError):
     """The lease on a message expired or was taken by another receive; do not publish or ack."""
 
 
+class LeaseCapReached(LeaseLost):
+    """The lease cannot be extended: SQS keeps a message invisible at most 12 hours after
+    it is received."""
+
+
 class MessageTooLarge(QueueError):
     """A message is larger than the queue accepts, even after the claim check."""
 
@@ -116,3 +121,9 @@ class PermanentTaskError(TaskError):
     """A task failed in a way that will not pass on retry."""
 
     permanent = True
+
+
+class Interrupted(ConveyorError):
+    """Stopped by SIGTERM or SIGINT before the work was done; running it again can finish it."""
+
+    exit_code = 75  # EX_TEMPFAIL

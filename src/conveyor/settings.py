@@ -49,7 +49,9 @@ class Settings:
     retry_base_s: float = 5.0
     retry_max_s: float = 900.0
     imports: tuple[str, ...] = field(default_factory=tuple)
-    metrics_port: int | None = None
+    metrics_port: int | None = None  # Prometheus /metrics; None: off
+    metrics_host: str = "127.0.0.1"  # Kubernetes manifests set 0.0.0.0 for the scraper
+    health_file: Path | None = None  # touched every round and heartbeat (liveness probe)
 
     # Output
     debug: bool = False

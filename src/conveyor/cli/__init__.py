@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "submit": "conveyor.cli.jobs:submit",
     "status": "conveyor.cli.jobs:status",
     "worker": "conveyor.cli.worker:worker",
+    "health": "conveyor.cli.worker:health",
     "queue": "conveyor.cli.queue:queue",
     "dlq": "conveyor.cli.queue:dlq",
     "k8s": "conveyor.cli.k8s:k8s",

@@ -6,7 +6,7 @@ import abc
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from conveyor.errors import LeaseLost
+from conveyor.errors import ConfigError, LeaseLost, MessageTooLarge
 
 #: SQS's ceiling on a visibility timeout (12 hours); every backend enforces it.
 MAX_VISIBILITY_TIMEOUT_S = 43_200
@@ -79,6 +79,71 @@ class BatchResult:
     failed: dict[str, str] = field(default_factory=dict)
 
 
+#: SQS's ceiling on a message delay.
+MAX_DELAY_S = 900
+
+
+def check_visibility_timeout_s(value: int) -> int:
+    """Return ``value`` if it is a valid visibility timeout (0 to 43,200 s, as SQS).
+
+    Raises:
+        ValueError: out of range.
+    """
+    if not 0 <= value <= MAX_VISIBILITY_TIMEOUT_S:
+        raise ValueError(
+            f"visibility timeout {value} s is outside 0..{MAX_VISIBILITY_TIMEOUT_S} s (SQS's cap)"
+        )
+    return value
+
+
+def check_queue_config(visibility_timeout_s: int, max_receive_count: int) -> None:
+    """Reject queue settings SQS would reject, naming the setting to fix.
+
+    Raises:
+        ConfigError: the visibility timeout is outside 1..43,200 s, or the receive count
+            below 1.
+    """
+    if not 0 < visibility_timeout_s <= MAX_VISIBILITY_TIMEOUT_S:
+        raise ConfigError(
+            f"visibility timeout {visibility_timeout_s} s must be within "
+            f"1..{MAX_VISIBILITY_TIMEOUT_S} s (CONVEYOR_VISIBILITY_TIMEOUT_S)"
+        )
+    if max_receive_count < 1:
+        raise ConfigError(
+            f"max receive count {max_receive_count} must be at least 1 (CONVEYOR_MAX_RECEIVE_COUNT)"
+        )
+
+
+def check_receive(max_messages: int, wait_s: float) -> None:
+    """Reject a receive that SQS would reject: 1..10 messages, a wait of 0..20 s.
+
+    Raises:
+        ValueError: out of range.
+    """
+    if not 1 <= max_messages <= MAX_BATCH:
+        raise ValueError(f"max_messages {max_messages} is outside 1..{MAX_BATCH}")
+    if not 0 <= wait_s <= MAX_WAIT_S:
+        raise ValueError(f"wait_s {wait_s} is outside 0..{MAX_WAIT_S} s")
+
+
+def check_outgoing(messages: Sequence[Outgoing], max_message_bytes: int) -> None:
+    """Check every message before any is sent, so a bad batch sends nothing.
+
+    Raises:
+        MessageTooLarge: a body exceeds ``max_message_bytes`` (UTF-8 bytes).
+        ValueError: a delay is outside 0..900 s.
+    """
+    for index, message in enumerate(messages):
+        size = len(message.body.encode())
+        if size > max_message_bytes:
+            raise MessageTooLarge(
+                f"message {index} is {size} bytes, above the queue's limit of "
+                f"{max_message_bytes}: put large data on the storage and send its path"
+            )
+        if not 0 <= message.delay_s <= MAX_DELAY_S:
+            raise ValueError(f"message {index}: delay {message.delay_s} s is outside 0..900 s")
+
+
 class Queue(abc.ABC):
     """A job queue with SQS semantics.
 
@@ -89,7 +154,8 @@ class Queue(abc.ABC):
     - Every receive gives a new lease; an old lease can no longer ack, extend or release a
       message that was received again since.
 
-    Methods are thread-compatible but not thread-safe: use one instance per thread.
+    Methods are thread-safe: a worker's heartbeat thread may extend leases, or another
+    thread send, while one thread long-polls in :meth:`receive` on the same instance.
     Transient failures raise :class:`~conveyor.errors.TransientQueueError`; a missing queue
     :class:`~conveyor.errors.QueueNotFound`; missing permissions
     :class:`~conveyor.errors.AccessDenied`.

@@ -1,0 +1,123 @@
+"""``conveyor dashboard``: serve the read-only web dashboard of the ledger and the queue."""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import socket
+from pathlib import Path
+
+import click
+
+from conveyor.cli.options import queue_options, storage_option
+from conveyor.cli.settings_options import base_settings, open_configured_queue
+from conveyor.errors import ConfigError
+from conveyor.storage import Storage
+
+#: Host names a browser may use to reach a dashboard bound to loopback (Host header check).
+LOOPBACK_NAMES = ("127.0.0.1", "localhost")
+
+
+@click.command()
+@storage_option
+@queue_options
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    envvar="CONVEYOR_DASHBOARD_HOST",
+    show_envvar=True,
+    help="Address to listen on. The dashboard has no login: keep it on loopback and use "
+    "an SSH tunnel or `kubectl port-forward` to reach it from elsewhere.",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8080,
+    show_default=True,
+    envvar="CONVEYOR_DASHBOARD_PORT",
+    show_envvar=True,
+    help="Port to listen on (0: any free port; the URL is printed).",
+)
+@click.option(
+    "--window-s",
+    type=click.FloatRange(60, 30 * 86400),
+    default=3600.0,
+    show_default=True,
+    envvar="CONVEYOR_DASHBOARD_WINDOW_S",
+    show_envvar=True,
+    help="History the jobs-over-time chart covers, in seconds.",
+)
+def dashboard(
+    storage: Path,
+    queue_url: str | None,
+    endpoint_url: str | None,
+    *,
+    host: str,
+    port: int,
+    window_s: float,
+) -> None:
+    """Serve a live web page of queue depth, jobs by state over time, throughput, recent
+    failures and the dead-letter queue. Read-only: it changes nothing."""
+    import uvicorn  # the web stack loads only for this command
+
+    from conveyor.dashboard import DashboardData, create_app
+    from conveyor.ledger import Ledger
+
+    settings = base_settings(storage, queue_url, endpoint_url)
+    if not settings.storage.is_dir():
+        raise ConfigError(
+            f"storage root {settings.storage} does not exist: point --storage "
+            "(CONVEYOR_STORAGE) at the storage the workers use"
+        )
+    data = DashboardData(
+        Ledger(Storage(settings.storage)),
+        lambda: open_configured_queue(settings),
+        queue_url=settings.resolved_queue_url,
+        window_s=window_s,
+    )
+    loopback = _is_loopback(host)
+    # Starlette's Host check cannot parse IPv6 literals: on ::1 it is left off.
+    guard = loopback and ":" not in host
+    app = create_app(data, allowed_hosts=LOOPBACK_NAMES if guard else None)
+    sock = _bind(host, port)
+    bound_port = sock.getsockname()[1]
+    shown_host = f"[{host}]" if ":" in host else host
+    click.echo(f"conveyor dashboard: http://{shown_host}:{bound_port}/  (Ctrl-C to stop)")
+    if not loopback:
+        click.echo(
+            f"conveyor: warning: listening on {host} without a login: anyone who can reach "
+            "this port can read job names, paths and errors",
+            err=True,
+        )
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()
+        data.close()
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    with contextlib.suppress(ValueError):
+        return ipaddress.ip_address(host).is_loopback
+    return False
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port`` (port 0: a free one), or a clear error."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc} "
+            "(choose another --port, or 0 for any free one)"
+        ) from exc
+    return sock

@@ -1,0 +1,382 @@
+"""SQSQueue: the queue contract on Amazon SQS, or any SQS-compatible server, through boto3."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from conveyor.errors import ConfigError, LeaseCapReached, LeaseLost, QueueError
+from conveyor.queues.base import (
+    MAX_VISIBILITY_TIMEOUT_S,
+    BatchResult,
+    DeadLetter,
+    Outgoing,
+    Queue,
+    QueueStats,
+    Received,
+    check_outgoing,
+    check_receive,
+    check_visibility_timeout_s,
+)
+from conveyor.queues.sqs_admin import create_queue, delete_queue
+from conveyor.queues.sqs_batch import chunks, fifo_id, run_batch, size_chunks
+from conveyor.queues.sqs_client import (
+    Endpoint,
+    RequestCounter,
+    call,
+    get_attributes,
+    make_client,
+    message_counts,
+)
+from conveyor.queues.sqs_dlq import SYSTEM_ATTRIBUTES, DeadLetterQueue
+from conveyor.queues.sqs_leases import CAP_REASON, Lease, LeaseBook, cap_left_s
+from conveyor.settings import Settings
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs.client import SQSClient
+    from mypy_boto3_sqs.type_defs import (
+        ChangeMessageVisibilityBatchRequestEntryTypeDef,
+        DeleteMessageBatchRequestEntryTypeDef,
+        MessageTypeDef,
+        SendMessageBatchRequestEntryTypeDef,
+    )
+
+__all__ = ["SQSQueue", "create_queue", "delete_queue"]
+
+log = logging.getLogger(__name__)
+
+#: Visibility that holds a message while it is copied to the dead-letter queue.
+DEAD_LETTER_HOLD_S = 60
+#: SQS's size limit on queues created before 2025, when an old server omits the attribute.
+LEGACY_MAX_MESSAGE_BYTES = 262_144
+
+
+class SQSQueue(Queue):
+    """A queue on Amazon SQS. The queue's attributes, read once when it is opened, give
+    ``max_message_bytes`` (MaximumMessageSize), the dead-letter queue and
+    ``max_receive_count`` (RedrivePolicy).
+
+    Leases are receipt handles. SQS may accept a superseded receipt handle, so this
+    instance keeps a book of the leases it handed out: one whose message it received
+    again, acked, released or dead-lettered since fails without a request. Across
+    processes only SQS decides; the worker's idempotent publication covers that case.
+    Thread-safe: the boto3 client is, and the book's lock is never held across a request.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        settings: Settings,
+        *,
+        client: SQSClient | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """Open the queue at ``url`` and read its attributes (one GetQueueAttributes).
+
+        Args:
+            client: a ready boto3 client (tests); default: one built for the URL.
+            clock: monotonic seconds for the lease book (tests inject a manual clock).
+
+        Raises:
+            ConfigError: a bad URL or visibility timeout.
+            QueueNotFound, AccessDenied, TransientQueueError: from SQS.
+        """
+        path = [part for part in urlsplit(url).path.split("/") if part]
+        if len(path) != 2:
+            raise ConfigError(f"not an SQS queue URL: {url!r} (expected .../<account>/<name>)")
+        if not 0 < settings.visibility_timeout_s <= MAX_VISIBILITY_TIMEOUT_S:
+            raise ConfigError(
+                f"visibility timeout {settings.visibility_timeout_s} s must be within "
+                f"1..{MAX_VISIBILITY_TIMEOUT_S} s (SQS's cap; CONVEYOR_VISIBILITY_TIMEOUT_S)"
+            )
+        self.url = url
+        self.name = path[1]
+        self.visibility_timeout_s = settings.visibility_timeout_s
+        self._counter = RequestCounter()
+        if client is None:
+            client = make_client(Endpoint.for_queue(url, settings), self._counter)
+        else:
+            self._counter.attach(client)
+        self._client = client
+        self._book = LeaseBook(clock)
+
+        attributes = get_attributes(
+            client, url, ["MaximumMessageSize", "RedrivePolicy", "FifoQueue"]
+        )
+        self.max_message_bytes = int(attributes.get("MaximumMessageSize", LEGACY_MAX_MESSAGE_BYTES))
+        self.fifo = attributes.get("FifoQueue") == "true" or self.name.endswith(".fifo")
+        self.max_receive_count = settings.max_receive_count
+        self.dead_letter_queue: DeadLetterQueue | None = None
+        if "RedrivePolicy" in attributes:
+            try:
+                policy = json.loads(attributes["RedrivePolicy"])
+                arn = str(policy["deadLetterTargetArn"])
+                self.max_receive_count = int(policy["maxReceiveCount"])
+            except (ValueError, KeyError, TypeError) as exc:
+                raise QueueError(f"unreadable RedrivePolicy on {url}: {exc!r}") from exc
+            self.dead_letter_queue = DeadLetterQueue(client, arn, url, self.fifo)
+        else:
+            log.warning(
+                "SQS queue %s has no dead-letter queue: failed jobs cannot be dead-lettered "
+                "(create queues with `conveyor queue create`)",
+                url,
+            )
+
+    @classmethod
+    def from_url(cls, url: str, settings: Settings) -> SQSQueue:
+        """Open the SQS queue at ``url`` (see :func:`conveyor.queues.open_queue`)."""
+        return cls(url, settings)
+
+    # Sending and receiving ---------------------------------------------------------------
+
+    def send_batch(self, messages: Sequence[Outgoing]) -> list[str]:
+        """See :meth:`Queue.send_batch`: SendMessageBatch, in batches of up to 10 whose
+        bodies fit the size limit together.
+
+        Raises:
+            ConfigError: a delay on a FIFO queue (SQS has no per-message delay there).
+        """
+        check_outgoing(messages, self.max_message_bytes)
+        entries = [self._send_entry(index, message) for index, message in enumerate(messages)]
+        ids = [""] * len(entries)
+        for part in size_chunks(entries, self.max_message_bytes):
+            ok, failed = run_batch(
+                "SendMessageBatch",
+                self.url,
+                part,
+                lambda e: self._client.send_message_batch(QueueUrl=self.url, Entries=e),
+            )
+            if failed:
+                first = min(failed, key=int)
+                raise QueueError(f"sending message {first} to {self.url} failed: {failed[first]}")
+            for entry_id, success in ok.items():
+                ids[int(entry_id)] = str(success["MessageId"])
+        return ids
+
+    def _send_entry(self, index: int, message: Outgoing) -> SendMessageBatchRequestEntryTypeDef:
+        entry: SendMessageBatchRequestEntryTypeDef = {"Id": str(index), "MessageBody": message.body}
+        if not self.fifo:
+            if message.delay_s:
+                entry["DelaySeconds"] = message.delay_s
+            return entry
+        if message.delay_s:
+            raise ConfigError(
+                f"FIFO queue {self.url} has no per-message delay "
+                f"(message {index}: {message.delay_s} s)"
+            )
+        # An identical job sent again within 5 minutes is dropped by SQS. One group per
+        # job unless told otherwise: FIFO orders within a group, so separate groups let
+        # many workers run jobs in parallel.
+        dedup_id = message.dedup_id or fifo_id(message.body)
+        entry["MessageDeduplicationId"] = dedup_id
+        entry["MessageGroupId"] = message.group_id or dedup_id
+        return entry
+
+    def receive(
+        self, max_messages: int, wait_s: float, visibility_timeout_s: int | None = None
+    ) -> list[Received]:
+        """See :meth:`Queue.receive`: one ReceiveMessage, long-polling ``wait_s`` rounded
+        up to whole seconds. SQS itself moves messages past ``max_receive_count`` to the
+        dead-letter queue."""
+        check_receive(max_messages, wait_s)
+        timeout_s = check_visibility_timeout_s(
+            self.visibility_timeout_s if visibility_timeout_s is None else visibility_timeout_s
+        )
+        started = self._book.clock()
+        response = call(
+            "ReceiveMessage",
+            self.url,
+            lambda: self._client.receive_message(
+                QueueUrl=self.url,
+                MaxNumberOfMessages=max_messages,
+                WaitTimeSeconds=math.ceil(wait_s),
+                VisibilityTimeout=timeout_s,
+                MessageSystemAttributeNames=SYSTEM_ATTRIBUTES,
+            ),
+        )
+        expires_at = self._book.clock() + timeout_s
+        self._book.prune(started)
+        return [
+            self._received(message, started, expires_at) for message in response.get("Messages", [])
+        ]
+
+    def _received(self, message: MessageTypeDef, received_at: float, expires_at: float) -> Received:
+        attributes = message.get("Attributes", {})
+        body = message.get("Body", "")
+        count = int(attributes.get("ApproximateReceiveCount", "1"))
+        lease = Lease(
+            message["MessageId"],
+            body,
+            count,
+            attributes.get("MessageGroupId"),
+            received_at,
+            expires_at,
+        )
+        self._book.add(message["ReceiptHandle"], lease)
+        sent_at = int(attributes.get("SentTimestamp", "0")) / 1000
+        return Received(message["MessageId"], body, message["ReceiptHandle"], count, sent_at)
+
+    # Leases --------------------------------------------------------------------------------
+
+    def ack_batch(self, leases: Sequence[str]) -> BatchResult:
+        """See :meth:`Queue.ack_batch`: DeleteMessageBatch, 10 at a time."""
+        result = BatchResult()
+        live = self._book.screen(leases, result)
+        entries: list[DeleteMessageBatchRequestEntryTypeDef] = [
+            {"Id": str(i), "ReceiptHandle": lease} for i, lease in enumerate(live)
+        ]
+        for part in chunks(entries):
+            ok, failed = run_batch(
+                "DeleteMessageBatch",
+                self.url,
+                part,
+                lambda e: self._client.delete_message_batch(QueueUrl=self.url, Entries=e),
+            )
+            for lease in self._settle(live, ok, failed, result):
+                self._book.retire(lease, "stale lease: the message was already deleted")
+        return result
+
+    def extend_batch(self, leases: Sequence[str], visibility_timeout_s: int) -> BatchResult:
+        """See :meth:`Queue.extend_batch`: ChangeMessageVisibilityBatch. Fails, without a
+        request, a lease this instance knows has expired, or whose extension would keep
+        the message invisible past SQS's 12-hour cap since it was received (AWS rejects
+        both; moto accepts them)."""
+        check_visibility_timeout_s(visibility_timeout_s)
+        result = BatchResult()
+        live = self._book.extendable(leases, visibility_timeout_s, result)
+        timeouts_s = [visibility_timeout_s] * len(live)
+        for lease in self._change_visibility(live, timeouts_s, result):
+            self._book.extended(lease, visibility_timeout_s)
+        return result
+
+    def extend(self, lease: str, visibility_timeout_s: int) -> None:
+        """Extend one lease.
+
+        Raises:
+            LeaseCapReached: the extension would pass SQS's 12-hour cap since receive.
+            LeaseLost: the lease is stale or expired.
+        """
+        result = self.extend_batch([lease], visibility_timeout_s)
+        if lease not in result.ok:
+            reason = result.failed.get(lease, "stale lease")
+            if CAP_REASON in reason:
+                raise LeaseCapReached(f"lease lost: {reason}")
+            raise LeaseLost(f"lease lost: {reason}")
+
+    def release_batch(self, leases: Sequence[str], delay_s: int = 0) -> BatchResult:
+        """See :meth:`Queue.release_batch`: a visibility change, so a delay works on FIFO
+        queues too; one that would pass the 12-hour cap is shortened to end there."""
+        check_visibility_timeout_s(delay_s)
+        result = BatchResult()
+        live = self._book.screen(leases, result)
+        for lease in self._change_visibility(
+            live, self._book.release_delays(live, delay_s), result
+        ):
+            self._book.retire(lease, "stale lease: the message was released")
+        return result
+
+    def _change_visibility(
+        self, leases: list[str], timeouts_s: list[int], result: BatchResult
+    ) -> list[str]:
+        """ChangeMessageVisibilityBatch, 10 at a time; returns the leases changed."""
+        entries: list[ChangeMessageVisibilityBatchRequestEntryTypeDef] = [
+            {"Id": str(i), "ReceiptHandle": lease, "VisibilityTimeout": timeout_s}
+            for i, (lease, timeout_s) in enumerate(zip(leases, timeouts_s, strict=True))
+        ]
+        changed = []
+        for part in chunks(entries):
+            ok, failed = run_batch(
+                "ChangeMessageVisibilityBatch",
+                self.url,
+                part,
+                lambda e: self._client.change_message_visibility_batch(
+                    QueueUrl=self.url, Entries=e
+                ),
+            )
+            changed += self._settle(leases, ok, failed, result)
+        return changed
+
+    @staticmethod
+    def _settle(
+        leases: list[str], ok: Mapping[str, object], failed: Mapping[str, str], result: BatchResult
+    ) -> list[str]:
+        """Copy a batch's outcome, keyed by index into ``leases``, into ``result``."""
+        done = [leases[int(entry_id)] for entry_id in ok]
+        result.ok.extend(done)
+        for entry_id, why in failed.items():
+            result.failed[leases[int(entry_id)]] = why
+        return done
+
+    def dead_letter(self, lease: str, reason: str) -> None:
+        """Hold the message, copy it to the dead-letter queue with ``reason`` as a message
+        attribute, then delete the original: a failure in between leaves a duplicate in
+        the dead-letter queue, never a lost message.
+
+        Raises:
+            LeaseLost: the lease is stale or expired, or not from this instance.
+            ConfigError: the queue has no dead-letter queue.
+        """
+        why = self._book.stale_reason(lease)
+        booked = self._book.get(lease)
+        if why is not None:
+            raise LeaseLost(f"lease lost: {why}")
+        if booked is None:
+            raise LeaseLost("lease lost: unknown here (dead-letter through the queue that got it)")
+        if self.dead_letter_queue is None:
+            raise ConfigError(f"SQS queue {self.url} has no dead-letter queue (RedrivePolicy)")
+        hold_s = min(DEAD_LETTER_HOLD_S, cap_left_s(booked, self._book.clock()))
+        if hold_s > 0:  # a 0 s "hold" would hand the message to another worker
+            self.extend(lease, hold_s)
+        self.dead_letter_queue.put(
+            booked.body,
+            reason,
+            booked.receive_count,
+            message_id=booked.message_id,
+            group_id=booked.group_id,
+        )
+        result = self.ack_batch([lease])
+        if lease not in result.ok:
+            raise LeaseLost(
+                f"lease lost while dead-lettering ({result.failed.get(lease)}): the message "
+                "is in the dead-letter queue and may also be delivered again"
+            )
+
+    # Inspection and maintenance ------------------------------------------------------------
+
+    def stats(self) -> QueueStats:
+        """Approximate counts: one GetQueueAttributes, one more for the dead-letter queue."""
+        visible, in_flight, delayed = message_counts(self._client, self.url)
+        dead = self.dead_letter_queue.count() if self.dead_letter_queue is not None else 0
+        return QueueStats(visible, in_flight, delayed, dead)
+
+    def purge(self) -> int:
+        """PurgeQueue: SQS allows one per 60 s, takes up to 60 s, and does not say how many
+        messages it deleted, hence -1."""
+        call("PurgeQueue", self.url, lambda: self._client.purge_queue(QueueUrl=self.url))
+        self._book.retire_all("stale lease: the queue was purged")
+        return -1
+
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """See :meth:`Queue.dead_letters` and :meth:`DeadLetterQueue.peek`."""
+        if self.dead_letter_queue is None or limit <= 0:
+            return []
+        return self.dead_letter_queue.peek(limit)
+
+    def redrive(self, limit: int | None = None) -> int:
+        """See :meth:`Queue.redrive` and :meth:`DeadLetterQueue.move_back`."""
+        if self.dead_letter_queue is None:
+            return 0
+        return self.dead_letter_queue.move_back(limit, self.max_message_bytes)
+
+    def request_counts(self) -> dict[str, int]:
+        """HTTP requests made to SQS by this instance, retries included, by API action
+        (``SendMessageBatch``, ``ReceiveMessage``...): what AWS bills."""
+        return self._counter.counts()
+
+    def close(self) -> None:
+        self._client.close()

@@ -1,0 +1,255 @@
+"""The task registry: named functions a worker can run, the `@task` decorator, `TaskContext`."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import importlib
+import importlib.util
+import re
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from conveyor.errors import BadInput, ConfigError, UnknownTask
+from conveyor.jobs import Job
+
+#: What a task returns: a small JSON object stored in the ledger as the job's result, or None.
+TaskResult = Mapping[str, object] | None
+#: A task: called with the job's context, writes ``ctx.write_path``, returns its result.
+TaskFunction = Callable[["TaskContext"], TaskResult]
+F = TypeVar("F", bound=TaskFunction)
+
+_TASK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}\Z")
+
+
+def _lease_always_held() -> None:
+    """The lease check outside a worker (tests, ``conveyor run``): there is no lease to lose."""
+
+
+@dataclass(frozen=True)
+class TaskContext:
+    """What a task gets: its job, safe resolved paths, and a way to check its lease.
+
+    Attributes:
+        job: the message envelope.
+        input_path: the job's input, resolved under the storage root (None if it has none).
+        output_path: where the output will be published.
+        write_path: a temporary file beside ``output_path``: the task writes there and the
+            worker publishes it atomically once the task returns (the task never renames).
+    """
+
+    job: Job
+    input_path: Path | None
+    output_path: Path
+    write_path: Path
+    lease_check: Callable[[], None] = field(default=_lease_always_held, repr=False)
+
+    @property
+    def params(self) -> Mapping[str, Any]:
+        """The job's parameters (a JSON object)."""
+        return self.job.params
+
+    @property
+    def seed(self) -> int:
+        """The job's seed: derive all randomness from it, so a rerun gives the same output."""
+        return self.job.seed
+
+    def check_lease(self) -> None:
+        """Raise ``LeaseLost`` if the worker lost this job's lease; long tasks call it.
+
+        Once the lease is lost another worker may run the job, so carrying on is wasted work.
+        """
+        self.lease_check()
+
+
+class TaskRegistry:
+    """Task names to functions. A worker runs only what its registry holds."""
+
+    def __init__(self) -> None:
+        self._tasks: dict[str, TaskFunction] = {}
+
+    def register(self, name: str, func: TaskFunction) -> None:
+        """Register ``func`` as task ``name``.
+
+        Registering the same function again (a module imported twice, once by name and once
+        by path) replaces it; a different function under a taken name is a mistake.
+
+        Raises:
+            ConfigError: the name is malformed or taken by another function.
+        """
+        if not isinstance(name, str) or not _TASK_NAME.match(name):
+            raise ConfigError(
+                f"bad task name {name!r}: use 1 to 128 of [A-Za-z0-9_.:-], "
+                "starting with a letter or digit"
+            )
+        existing = self._tasks.get(name)
+        if existing is not None and _qualname(existing) != _qualname(func):
+            raise ConfigError(
+                f"task {name!r} is registered twice: {_qualname(existing)} and {_qualname(func)}"
+            )
+        self._tasks[name] = func
+
+    def unregister(self, name: str) -> None:
+        """Forget task ``name`` if registered (tests, and hot reloads of a task module)."""
+        self._tasks.pop(name, None)
+
+    def task(self, name: str | None = None) -> Callable[[F], F]:
+        """Decorator registering a function as a task (default name: the function's, with
+        ``_`` as ``-``). Returns the function unchanged, so it can still be called directly."""
+        if callable(name):
+            raise ConfigError("use @conveyor.task('name') or @conveyor.task(), not @conveyor.task")
+
+        def decorate(func: F) -> F:
+            self.register(name or func.__name__.replace("_", "-"), func)
+            return func
+
+        return decorate
+
+    def get(self, name: str) -> TaskFunction:
+        """The task registered as ``name``.
+
+        Raises:
+            UnknownTask: no imported module registered it (a permanent error for a job).
+        """
+        try:
+            return self._tasks[name]
+        except KeyError:
+            known = ", ".join(sorted(self._tasks)) or "none"
+            raise UnknownTask(
+                f"unknown task {name!r} (registered: {known}); "
+                "import the module that defines it with --import"
+            ) from None
+
+    def check(self, name: str) -> None:
+        """Raise ``UnknownTask`` unless ``name`` is registered (a submitter's early check)."""
+        self.get(name)
+
+    def names(self) -> list[str]:
+        """The registered task names, sorted."""
+        return sorted(self._tasks)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tasks
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+
+@functools.cache
+def default_registry() -> TaskRegistry:
+    """The process-wide registry, created on first use with the built-in tasks in it.
+
+    It is process-wide on purpose: the worker imports the user's module (``--import
+    mymodule``), whose ``@conveyor.task`` decorators run at import time and cannot be handed
+    a registry object, so they register here and the worker reads from here.
+    """
+    registry = TaskRegistry()
+    registry.register("csv-process", csv_process)
+    return registry
+
+
+def task(name: str | None = None) -> Callable[[F], F]:
+    """Register a function as a task in the default registry.
+
+    >>> @task("reverse-lines")
+    ... def reverse_lines(ctx: TaskContext) -> dict[str, int]:
+    ...     rows = ctx.input_path.read_text().splitlines()
+    ...     ctx.write_path.write_text("\\n".join(reversed(rows)))
+    ...     return {"rows": len(rows)}
+    """
+    return default_registry().task(name)
+
+
+def import_tasks(specs: Iterable[str]) -> list[str]:
+    """Import the modules that define tasks, by module name or by ``.py`` file path.
+
+    ``mypackage.tasks`` is imported as usual (from ``sys.path``); ``path/to/file.py`` is
+    loaded from that file. Importing a module twice is harmless.
+
+    Returns:
+        The names of the imported modules.
+
+    Raises:
+        ConfigError: a module is missing or fails while importing; the message names it.
+    """
+    imported: list[str] = []
+    for spec in specs:
+        try:
+            if spec.endswith(".py") or "/" in spec:
+                imported.append(_import_file(Path(spec)))
+            else:
+                importlib.import_module(spec)
+                imported.append(spec)
+        except ConfigError:
+            raise
+        except ModuleNotFoundError as exc:
+            raise ConfigError(f"cannot import task module {spec!r}: {exc}") from exc
+        except Exception as exc:
+            raise ConfigError(
+                f"task module {spec!r} failed while importing: {type(exc).__name__}: {exc}"
+            ) from exc
+    return imported
+
+
+def _import_file(path: Path) -> str:
+    resolved = path.resolve()
+    if not resolved.is_file():
+        raise ConfigError(f"cannot import task module {str(path)!r}: no such file")
+    # A name unique to the file, so two files called tasks.py do not clash.
+    digest = hashlib.sha256(str(resolved).encode()).hexdigest()[:8]
+    name = f"conveyor_tasks_{re.sub(r'[^0-9A-Za-z_]', '_', resolved.stem)}_{digest}"
+    if name in sys.modules:
+        return name
+    module_spec = importlib.util.spec_from_file_location(name, resolved)
+    if module_spec is None or module_spec.loader is None:
+        raise ConfigError(f"cannot import task module {str(path)!r}: not a Python file")
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[name] = module
+    try:
+        module_spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return name
+
+
+def _qualname(func: Callable[..., object]) -> str:
+    module = getattr(func, "__module__", None) or "?"
+    return f"{module}.{getattr(func, '__qualname__', repr(func))}"
+
+
+# --- built-in tasks ------------------------------------------------------------------------------
+
+
+def csv_process(ctx: TaskContext) -> dict[str, object]:
+    """The tutorial's job: ``ID,Value`` in, ``ID,Value,ProcessedValue`` out, seeded.
+
+    Raises:
+        BadInput: the job has no input, has params (this task takes none), or the CSV is
+            malformed.
+    """
+    if ctx.input_path is None:
+        raise BadInput("task csv-process needs an input CSV file")
+    if ctx.params:
+        raise BadInput(f"task csv-process takes no params; got {', '.join(sorted(ctx.params))}")
+    # Imported here: polars loads only in processes that run this task.
+    from conveyor import csvtask
+
+    stats = csvtask.transform_csv(ctx.input_path, ctx.write_path, ctx.seed)
+    return _as_dict(stats)
+
+
+def _as_dict(stats: object) -> dict[str, object]:
+    """A task's stats object as a JSON-ready dict (dataclass, NamedTuple or mapping)."""
+    if dataclasses.is_dataclass(stats) and not isinstance(stats, type):
+        return dataclasses.asdict(stats)
+    as_dict = getattr(stats, "_asdict", None)
+    if callable(as_dict):
+        return dict(as_dict())
+    if isinstance(stats, Mapping):
+        return dict(stats)
+    return {"value": stats}

@@ -1,0 +1,647 @@
+"""The worker loop: receive, run each job with its lease kept alive, publish, record, ack.
+
+``Worker.run_once()`` is one receive-process-ack round; ``Worker.run()`` loops it under a
+stop policy (:mod:`conveyor.stop`) until drained, told to stop, or interrupted.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import random
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from conveyor.errors import (
+    AccessDenied,
+    BadInput,
+    ConfigError,
+    ConveyorError,
+    LeaseLost,
+    PermanentTaskError,
+    QueueNotFound,
+    TransientQueueError,
+    TransientTaskError,
+)
+from conveyor.events import Action, JobEvent, JobObserver, LogObserver
+from conveyor.jobs import Job, JobState, decode_from_queue
+from conveyor.ledger import Ledger, LedgerEvent
+from conveyor.queues.base import MAX_BATCH, Queue, Received
+from conveyor.settings import EXIT_INTERRUPTED, EXIT_OK, Settings
+from conveyor.stop import LoopState, Shutdown, StopPolicy, policy_from_settings
+from conveyor.storage import Storage, atomic_output, check_job_id
+from conveyor.tasks import TaskContext, TaskFunction, TaskRegistry, TaskResult, default_registry
+
+log = logging.getLogger("conveyor.worker")
+
+#: SQS caps a message's delay at 15 minutes, so a retry's backoff never exceeds it.
+MAX_RETRY_DELAY_S = 900
+#: How often the main thread wakes while a task runs, to heartbeat and check for a stop.
+_TICK_S = 0.05
+#: Publish on our own clock's word only this long before the lease would expire.
+_LEASE_MARGIN_S = 2.0
+#: Seconds between reports of the queue request counts to the ledger.
+_REPORT_EVERY_S = 30.0
+#: Queue errors that no retry fixes: they end the worker with exit code 78.
+_FATAL = (ConfigError, QueueNotFound, AccessDenied)
+
+
+class Backoff(Protocol):
+    """How long a job waits before its next attempt after a transient failure."""
+
+    def delay_s(self, attempt: int) -> int:
+        """Seconds before attempt ``attempt + 1`` (``attempt`` counts from 1)."""
+
+
+class ExponentialBackoff:
+    """``base_s * 2**(attempt-1)`` capped at ``max_s`` and 900 s, with "equal jitter".
+
+    Half the delay is fixed and half random, so jobs that failed together (a storage
+    hiccup) come back spread out, yet never sooner than half the nominal delay.
+    """
+
+    def __init__(self, base_s: float, max_s: float, rng: random.Random | None = None) -> None:
+        self.base_s = base_s
+        self.max_s = max_s
+        self._rng = rng or random.Random()
+
+    def delay_s(self, attempt: int) -> int:
+        nominal = self.base_s * 2.0 ** min(max(attempt, 1) - 1, 32)
+        ceiling = min(nominal, self.max_s, MAX_RETRY_DELAY_S)
+        return round(ceiling / 2 + self._rng.uniform(0, ceiling / 2))
+
+
+@dataclass
+class RoundResult:
+    """What one round did.
+
+    Attributes:
+        received: messages received.
+        events: the final event of each message handled (``started`` excluded).
+        acked: messages deleted from the queue.
+        interrupted: a stop request came during the round; unstarted messages were released.
+        error: why the round failed as a whole (the queue was unreachable), or None.
+    """
+
+    received: int = 0
+    events: list[JobEvent] = field(default_factory=list)
+    acked: int = 0
+    interrupted: bool = False
+    error: str | None = None
+
+    def count(self, action: Action) -> int:
+        """How many messages ended the round with ``action``."""
+        return sum(1 for event in self.events if event.action == action)
+
+
+class _Lease:
+    """One received message in this round: held until acked, released or lost."""
+
+    def __init__(self, received: Received, valid_until: float) -> None:
+        self.received = received
+        self.job: Job | None = None  # set once the message is decoded
+        #: Our own clock's estimate of when the lease expires (last extension + timeout).
+        self.valid_until = valid_until
+        self.lost = threading.Event()  # set by the main thread, read by the task thread
+
+    @property
+    def job_id(self) -> str | None:
+        """The job's id, read from the raw message if it could not be decoded."""
+        if self.job is not None:
+            return self.job.job_id
+        return job_id_of(self.received.body)
+
+    def check(self) -> None:
+        """``TaskContext.check_lease``: raise once the heartbeat lost the lease."""
+        if self.lost.is_set():
+            raise LeaseLost(f"lease lost on message {self.received.message_id}")
+
+
+class _GraceExpired(Exception):
+    """The grace period after a stop request ended while a task was still running."""
+
+
+class _TaskThread(threading.Thread):
+    """Runs one task call; a daemon, so a task still running at exit cannot hold it up."""
+
+    def __init__(self, func: TaskFunction, ctx: TaskContext) -> None:
+        super().__init__(name=f"task-{ctx.job.job_id}", daemon=True)
+        self._func = func
+        self._ctx = ctx
+        self.done = threading.Event()
+        self.result: TaskResult = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.result = self._func(self._ctx)
+        except BaseException as exc:  # a task's SystemExit too: it must not end the worker
+            self.error = exc
+        finally:
+            self.done.set()
+
+
+class Worker:
+    """Takes jobs off a queue and runs them, one at a time, safely.
+
+    Each task runs in a thread while the main thread keeps the leases of the round alive
+    (every ``settings.heartbeat_s``), watches for a stop request and enforces the grace
+    deadline. Every queue call happens on the main thread.
+
+    Args:
+        queue: where the jobs come from.
+        settings: the worker's configuration (storage root, timeouts, retries).
+        ledger: where job states are recorded (default: the ledger in the storage root).
+        registry: the tasks this worker can run (default: the process-wide registry).
+        observers: receive every job event (default: a structured log line per event).
+        clock: monotonic seconds; tests inject a fake one.
+        shutdown: the stop request a signal handler sets (see ``Shutdown.installed``).
+        backoff: retry delays (default: exponential from ``settings.retry_base_s``).
+    """
+
+    def __init__(
+        self,
+        queue: Queue,
+        settings: Settings,
+        *,
+        ledger: Ledger | None = None,
+        registry: TaskRegistry | None = None,
+        observers: Sequence[JobObserver] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        shutdown: Shutdown | None = None,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.queue = queue
+        self.settings = settings
+        self.name = f"{socket.gethostname()}-{os.getpid()}"
+        self.storage = Storage(settings.storage)
+        self.ledger = ledger or Ledger(self.storage)
+        self.registry = registry or default_registry()
+        self.observers = list(observers) if observers is not None else [LogObserver()]
+        self.shutdown = shutdown or Shutdown()
+        self.backoff = backoff or ExponentialBackoff(settings.retry_base_s, settings.retry_max_s)
+        self._clock = clock
+        # At least two beats per visibility timeout, even for very short timeouts.
+        self._heartbeat_s = min(settings.heartbeat_s, settings.visibility_timeout_s / 2)
+        self._stop_seen_at: float | None = None
+        self._reported_at = clock()
+
+    # --- the loop ------------------------------------------------------------------------
+
+    def run(self, policy: StopPolicy | None = None) -> int:
+        """Run rounds until the stop policy is met (0) or a stop is requested (75).
+
+        Returns:
+            The exit code: ``EXIT_OK`` (finished) or ``EXIT_INTERRUPTED``.
+
+        Raises:
+            ConfigError, QueueNotFound, AccessDenied: the queue cannot be used at all.
+        """
+        policy = policy or policy_from_settings(self.settings)
+        try:
+            return self._loop(policy)
+        finally:
+            self._report_requests()
+
+    def _loop(self, policy: StopPolicy) -> int:
+        rounds = jobs = last_received = failures = 0
+        last_message_at = self._clock()
+        while True:
+            if self._stopping():
+                return EXIT_INTERRUPTED
+            state = LoopState(
+                rounds=rounds,
+                jobs=jobs,
+                last_received=last_received,
+                idle_s=self._clock() - last_message_at,
+                pending=lambda: self.queue.stats().pending,
+            )
+            if policy.should_stop(state):
+                log.info("finished: %d job(s) in %d round(s)", jobs, rounds)
+                return EXIT_OK
+            result = self.run_once(policy.receive_limit(state))
+            rounds += 1
+            jobs += result.received
+            last_received = result.received
+            if result.received:
+                last_message_at = self._clock()
+            if self._clock() - self._reported_at >= _REPORT_EVERY_S:
+                self._report_requests()
+            if result.interrupted:
+                return EXIT_INTERRUPTED
+            failures = failures + 1 if result.error else 0
+            if failures:
+                self._pause(min(30.0, 0.5 * 2.0**failures))
+
+    def run_once(self, max_messages: int | None = None) -> RoundResult:
+        """One round: receive up to a batch, handle each message, then ack the batch.
+
+        Never raises for one job's failure (each ends with an event and a ledger record),
+        nor for a transient queue error (``result.error``), so the loop carries on.
+
+        Raises:
+            ConfigError, QueueNotFound, AccessDenied: the queue cannot be used at all.
+        """
+        result = RoundResult()
+        self._touch_health()
+        if self._stopping():
+            result.interrupted = True
+            return result
+        limit = min(self.settings.batch_size, MAX_BATCH, max_messages or MAX_BATCH)
+        try:
+            messages = self.queue.receive(
+                limit, self.settings.wait_s, self.settings.visibility_timeout_s
+            )
+        except _FATAL:
+            raise
+        except ConveyorError as exc:
+            log.warning("receive failed: %s", exc.message, extra={"action": "receive"})
+            result.error = exc.message
+            return result
+        result.received = len(messages)
+        now = self._clock()
+        leases = [_Lease(msg, now + self.settings.visibility_timeout_s) for msg in messages]
+        round_ = _Round(leases, next_beat_at=now + self._heartbeat_s)
+        for lease in leases:
+            self._emit(Action.RECEIVED, lease)
+        try:
+            for lease in leases:
+                if self._stopping():
+                    break
+                self._beat_if_due(round_)
+                if lease.lost.is_set():
+                    continue  # lost while waiting its turn: someone else has it now
+                result.events.append(self._handle(lease, round_))
+                round_.unstarted.remove(lease)
+        except _FATAL:
+            raise
+        except Exception as exc:  # the round's boundary: give everything back, carry on
+            log.exception("round failed: %s", exc, extra={"action": "round"})
+            result.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            result.interrupted = self._stopping()
+            result.events.extend(self._release_unstarted(round_))
+            result.acked = self._ack(round_.acks)
+        return result
+
+    # --- one job -------------------------------------------------------------------------
+
+    def _handle(self, lease: _Lease, round_: _Round) -> JobEvent:
+        """Handle one message: the per-job boundary, which always ends in an event."""
+        try:
+            return self._process(lease, round_)
+        except _FATAL:
+            raise
+        except _GraceExpired:
+            return self._settle(lease, lambda: self._give_back(lease, "stopped before it finished"))
+        except LeaseLost as exc:
+            return self._emit(Action.LEASE_LOST, lease, reason=exc.message)
+        except Exception as exc:
+            return self._settle(lease, functools.partial(self._failed, lease, exc))
+
+    def _settle(self, lease: _Lease, outcome: Callable[[], JobEvent]) -> JobEvent:
+        """Apply a failure's outcome (retry, dead-letter, give back) to the queue and ledger.
+
+        If that fails too, the message is left alone: it comes back after its visibility
+        timeout, and its receive count still moves it towards the dead-letter queue.
+        """
+        try:
+            return outcome()
+        except _FATAL:
+            raise
+        except LeaseLost as exc:
+            return self._emit(Action.LEASE_LOST, lease, reason=exc.message)
+        except Exception as exc:
+            log.exception("could not settle message %s", lease.received.message_id)
+            return self._emit(Action.LEASE_LOST, lease, reason=f"not settled: {_reason(exc)}")
+
+    def _process(self, lease: _Lease, round_: _Round) -> JobEvent:
+        """Decode, check, run, publish, record; queue the ack. Raises on any failure."""
+        received = lease.received
+        job = lease.job = decode_from_queue(received.body, self.storage)
+        func = self.registry.get(job.task)
+        input_path = None if job.input is None else self.storage.resolve_input(job.input)
+        output_path = self.storage.resolve_output(job.output)
+        record = self.ledger.get(job.job_id)
+        if record is not None and record.state is JobState.SUCCEEDED and output_path.exists():
+            round_.acks.append(received.lease)
+            return self._emit(Action.SKIPPED, lease)
+        self._record(lease, JobState.RUNNING)
+        self._emit(Action.STARTED, lease)
+        started = self._clock()
+        task_result = self._execute(func, input_path, output_path, lease, round_)
+        duration_s = self._clock() - started
+        self._record(lease, JobState.SUCCEEDED, result=task_result)
+        round_.acks.append(received.lease)
+        return self._emit(Action.SUCCEEDED, lease, duration_s=duration_s, result=task_result)
+
+    def _execute(
+        self,
+        func: TaskFunction,
+        input_path: Path | None,
+        output_path: Path,
+        lease: _Lease,
+        round_: _Round,
+    ) -> TaskResult:
+        """Run the task in a thread while this thread heartbeats; publish if still leased."""
+        assert lease.job is not None
+        with atomic_output(output_path, before_publish=lambda: self._confirm(lease)) as temp:
+            ctx = TaskContext(
+                job=lease.job,
+                input_path=input_path,
+                output_path=output_path,
+                write_path=temp,
+                lease_check=lease.check,
+            )
+            thread = _TaskThread(func, ctx)
+            thread.start()
+            self._wait_for(thread, lease, round_)
+            if isinstance(thread.error, Exception):
+                raise thread.error
+            if thread.error is not None:  # SystemExit, KeyboardInterrupt: not the worker's
+                raise TransientTaskError(
+                    f"task raised {type(thread.error).__name__}: {thread.error}"
+                ) from thread.error
+            return _checked_result(thread.result)
+
+    def _wait_for(self, thread: _TaskThread, lease: _Lease, round_: _Round) -> None:
+        """Block until the task ends, heartbeating; past the grace deadline, give up on it."""
+        while not thread.done.wait(_TICK_S):
+            self._beat_if_due(round_)
+            seen_at = self._stop_seen_at if self._stopping() else None
+            if seen_at is not None and self._clock() - seen_at >= self.settings.grace_s:
+                lease.lost.set()  # the abandoned task must not publish
+                raise _GraceExpired
+
+    def _confirm(self, lease: _Lease) -> None:
+        """Just before publishing: prove the lease is still ours by extending it.
+
+        If the queue cannot be reached, publish only while the lease is surely still valid
+        by our own clock (its last extension plus the visibility timeout, less a margin).
+        """
+        lease.check()
+        try:
+            self.queue.extend(lease.received.lease, self.settings.visibility_timeout_s)
+        except LeaseLost:
+            lease.lost.set()
+            raise
+        except TransientQueueError:
+            if self._clock() > lease.valid_until - _LEASE_MARGIN_S:
+                raise
+        else:
+            lease.valid_until = self._clock() + self.settings.visibility_timeout_s
+
+    # --- outcomes ------------------------------------------------------------------------
+
+    def _failed(self, lease: _Lease, exc: BaseException) -> JobEvent:
+        """A job raised: dead-letter it if permanent or out of attempts, else retry later."""
+        attempt = lease.received.receive_count
+        reason = _reason(exc)
+        if isinstance(exc, ConveyorError) and exc.permanent:
+            return self._dead_letter(lease, reason)
+        if not isinstance(exc, ConveyorError):  # a bug in the task, probably: show where
+            log.warning(
+                "job %s raised %s",
+                lease.job_id,
+                type(exc).__name__,
+                exc_info=exc,
+                extra={"job_id": lease.job_id, "attempt": attempt},
+            )
+        if attempt >= self.queue.max_receive_count:
+            # Dead-letter now rather than on the next receive: the reason travels with the
+            # message, the ledger and the queue agree at once, and nobody waits a backoff
+            # for a job that will not run again.
+            return self._dead_letter(lease, f"gave up after {attempt} attempts: {reason}")
+        delay_s = self.backoff.delay_s(attempt)
+        self._record(lease, JobState.RETRYING, error=reason)
+        self.queue.release(lease.received.lease, delay_s)
+        return self._emit(Action.RETRYING, lease, reason=reason, delay_s=delay_s)
+
+    def _dead_letter(self, lease: _Lease, reason: str) -> JobEvent:
+        """Record the job as failed (if it has an id) and move its message to the DLQ."""
+        self._record(lease, JobState.FAILED, error=reason)
+        self.queue.dead_letter(lease.received.lease, reason)
+        return self._emit(Action.FAILED, lease, reason=reason)
+
+    def _give_back(self, lease: _Lease, reason: str) -> JobEvent:
+        """Release a message now (visibility 0) so another worker takes it at once."""
+        self._record(lease, JobState.RETRYING, error=reason)
+        self.queue.release(lease.received.lease, 0)
+        return self._emit(Action.RELEASED, lease, reason=reason)
+
+    def _release_unstarted(self, round_: _Round) -> list[JobEvent]:
+        """Give back the messages of the round that never started (stop request, error)."""
+        pending = [lease for lease in round_.unstarted if not lease.lost.is_set()]
+        if not pending:
+            return []
+        try:
+            result = self.queue.release_batch([lease.received.lease for lease in pending], 0)
+        except ConveyorError as exc:
+            log.warning("could not release %d message(s): %s", len(pending), exc.message)
+            return []
+        return [
+            self._emit(Action.RELEASED, lease, reason="not started")
+            for lease in pending
+            if lease.received.lease in result.ok
+        ]
+
+    def _ack(self, leases: list[str]) -> int:
+        """Delete the round's finished messages in one batch call; the last step of a job."""
+        if not leases:
+            return 0
+        try:
+            result = self.queue.ack_batch(leases)
+        except ConveyorError as exc:
+            # Published and recorded: a redelivery is acked without running again.
+            log.warning("ack of %d message(s) failed: %s", len(leases), exc.message)
+            return 0
+        for lease, why in result.failed.items():
+            log.warning("ack failed for lease %s: %s", lease, why, extra={"action": "ack"})
+        return len(result.ok)
+
+    # --- leases --------------------------------------------------------------------------
+
+    def _beat_if_due(self, round_: _Round) -> None:
+        """Extend every lease still held in this round once a heartbeat is due."""
+        now = self._clock()
+        if now < round_.next_beat_at:
+            return
+        round_.next_beat_at = now + self._heartbeat_s
+        self._touch_health()
+        held = round_.held()
+        if not held:
+            return
+        try:
+            result = self.queue.extend_batch(
+                [lease.received.lease for lease in held], self.settings.visibility_timeout_s
+            )
+        except _FATAL:
+            raise
+        except ConveyorError as exc:
+            log.warning(
+                "heartbeat failed, will retry: %s", exc.message, extra={"action": "heartbeat"}
+            )
+            return
+        for lease in held:
+            why = result.failed.get(lease.received.lease)
+            if why is None:
+                lease.valid_until = now + self.settings.visibility_timeout_s
+                self._emit(Action.LEASE_EXTENDED, lease)
+                continue
+            lease.lost.set()
+            log.warning(
+                "lease lost on message %s: %s",
+                lease.received.message_id,
+                why,
+                extra={"action": "heartbeat", "job_id": lease.job_id},
+            )
+
+    # --- helpers -------------------------------------------------------------------------
+
+    def _stopping(self) -> bool:
+        """Whether a stop was requested; notes (and logs) when this worker first saw it."""
+        if not self.shutdown.is_set():
+            return False
+        if self._stop_seen_at is None:
+            self._stop_seen_at = self._clock()
+            log.warning(
+                "%s: stopping; a running job gets %g s to finish",
+                self.shutdown.signal_name,
+                self.settings.grace_s,
+                extra={"action": "shutdown"},
+            )
+        return True
+
+    def _pause(self, seconds: float) -> None:
+        """Sleep after a failed round, waking early on a stop request."""
+        deadline = time.monotonic() + seconds
+        while not self._stopping() and time.monotonic() < deadline:
+            time.sleep(min(_TICK_S * 4, max(0.0, deadline - time.monotonic())))
+
+    def _touch_health(self) -> None:
+        """Touch the liveness file (Kubernetes exec probe: ``conveyor health``)."""
+        path = self.settings.health_file
+        if path is None:
+            return
+        try:
+            path.touch()
+        except OSError as exc:
+            log.warning("cannot touch health file %s: %s", path, exc.strerror)
+
+    def _report_requests(self) -> None:
+        """Store this worker's queue requests by kind in the ledger (``conveyor status``)."""
+        counts = self.queue.request_counts()
+        if not counts:
+            return
+        try:
+            self.ledger.record_worker_stats(self.ledger.writer, counts)
+        except ConveyorError as exc:
+            log.warning("cannot store queue request counts: %s", exc.message)
+        self._reported_at = self._clock()
+
+    def _record(
+        self, lease: _Lease, state: JobState, *, error: str | None = None, result: TaskResult = None
+    ) -> None:
+        """Write a ledger event for the lease's job (skipped if no job id can be read)."""
+        attempt = lease.received.receive_count
+        if lease.job is not None:
+            event = LedgerEvent.for_job(
+                lease.job, state, attempt=attempt, worker=self.name, error=error, result=result
+            )
+        elif lease.job_id is not None:
+            event = LedgerEvent(lease.job_id, state, attempt, worker=self.name, error=error)
+        else:
+            return
+        self.ledger.record_many([event])
+
+    def _emit(
+        self,
+        action: Action,
+        lease: _Lease,
+        *,
+        duration_s: float | None = None,
+        reason: str | None = None,
+        delay_s: int | None = None,
+        result: TaskResult = None,
+    ) -> JobEvent:
+        """Tell every observer (logs, metrics) what happened to a job; the one place."""
+        event = JobEvent(
+            action=action,
+            job_id=lease.job_id,
+            task=lease.job.task if lease.job is not None else None,
+            attempt=lease.received.receive_count,
+            worker=self.name,
+            duration_s=duration_s,
+            reason=reason,
+            delay_s=delay_s,
+            submitted_at=lease.job.submitted_at if lease.job is not None else None,
+            result=result,
+        )
+        for observer in self.observers:
+            try:
+                observer.job_event(event)
+            except Exception:
+                log.exception("job observer %r failed", observer)
+        return event
+
+
+@dataclass
+class _Round:
+    """The leases received in one round and what is left to do with them."""
+
+    leases: list[_Lease]
+    next_beat_at: float
+    acks: list[str] = field(default_factory=list)
+    unstarted: list[_Lease] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.unstarted = list(self.leases)
+
+    def held(self) -> list[_Lease]:
+        """Leases to keep alive: not yet lost, and either not done or waiting for the ack."""
+        acking = set(self.acks)
+        return [
+            lease
+            for lease in self.leases
+            if not lease.lost.is_set()
+            and (lease in self.unstarted or lease.received.lease in acking)
+        ]
+
+
+def _checked_result(result: object) -> TaskResult:
+    """A task's return value, checked to be a JSON object (or None) for the ledger."""
+    if result is None:
+        return None
+    if not isinstance(result, Mapping):
+        raise PermanentTaskError(
+            f"task returned {type(result).__name__}; return a dict of JSON values or None"
+        )
+    try:
+        json.dumps(dict(result), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise PermanentTaskError(f"task result is not JSON: {exc}") from None
+    return result
+
+
+def _reason(exc: BaseException) -> str:
+    """One line saying what went wrong, for the ledger and the dead-letter queue."""
+    if isinstance(exc, ConveyorError):
+        return exc.message
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def job_id_of(body: str) -> str | None:
+    """The job id in a message body, if it has a valid one (even if the rest is malformed)."""
+    try:
+        data = json.loads(body)
+        return check_job_id(data["job_id"]) if isinstance(data, dict) else None
+    except (ValueError, KeyError, TypeError, RecursionError, BadInput):
+        return None

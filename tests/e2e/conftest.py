@@ -1,0 +1,96 @@
+"""The worker environment every end-to-end test runs in, once per queue backend."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from conveyor.queues import Queue, open_queue
+from conveyor.settings import Settings
+from tests.fixtures.sqs import fake_aws_env
+
+#: Backends the end-to-end tests run against: the embedded queue, and SQS as served by
+#: moto on loopback (tests/fixtures/sqs.py).
+E2E_BACKENDS = ["sqlite", "sqs"]
+
+
+@dataclass
+class QueueEnv:
+    """What a test needs to run conveyor subprocesses against one queue and storage.
+
+    Attributes:
+        backend: the queue backend's name.
+        storage: the storage root.
+        queue_url: the queue's URL.
+        env: the environment for every ``conveyor`` subprocess (storage, queue, fast polls).
+        work: a scratch directory outside the storage (local input files, logs).
+    """
+
+    backend: str
+    storage: Path
+    queue_url: str
+    env: dict[str, str]
+    work: Path
+    settings: Settings = field(default_factory=Settings)
+
+    def open_queue(self) -> Queue:
+        """A queue handle in the test process (to inspect, or to send hand-made messages)."""
+        return open_queue(self.queue_url, self.settings)
+
+    def with_env(self, **extra: str) -> dict[str, str]:
+        """The environment plus some variables."""
+        return {**self.env, **extra}
+
+
+@pytest.fixture(params=E2E_BACKENDS)
+def queue_env(request: pytest.FixtureRequest, tmp_path: Path) -> QueueEnv:
+    """A fresh storage root and queue, and the environment pointing workers at them.
+
+    Polls are short (0.2 s waits, 2 empty polls to drain) so that ``--until-empty``
+    workers exit within a second of the queue emptying.
+    """
+    return make_queue_env(request, tmp_path, str(request.param))
+
+
+@pytest.fixture
+def local_env(request: pytest.FixtureRequest, tmp_path: Path) -> QueueEnv:
+    """Like ``queue_env`` on the embedded queue only: for tests of the command line itself
+    (argument checks, configuration errors), which no queue backend changes."""
+    return make_queue_env(request, tmp_path, "sqlite")
+
+
+def make_queue_env(request: pytest.FixtureRequest, tmp_path: Path, backend: str) -> QueueEnv:
+    """Storage, queue and subprocess environment for ``backend``."""
+    storage = tmp_path / "storage"
+    storage.mkdir()
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("CONVEYOR_", "AWS_", "SQS_"))
+    }
+    settings = Settings(storage=storage, max_receive_count=3)
+    if backend == "sqs":
+        # A queue and its dead-letter queue on the test server; fake credentials.
+        queue_url, settings = request.getfixturevalue("create_sqs_queue")("e2e", settings)
+        env.update(fake_aws_env(request.getfixturevalue("sqs_endpoint"), tmp_path))
+    else:
+        queue_url = f"sqlite:///{tmp_path / 'queue.db'}"
+    settings = settings.with_(queue_url=queue_url)
+    env.update(
+        {
+            "CONVEYOR_STORAGE": str(storage),
+            "CONVEYOR_QUEUE_URL": queue_url,
+            "CONVEYOR_WAIT_S": "0.2",
+            "CONVEYOR_EMPTY_POLLS": "2",
+            "CONVEYOR_MAX_RECEIVE_COUNT": "3",
+            "CONVEYOR_RETRY_BASE_S": "0.2",
+            "CONVEYOR_LOG_FORMAT": "json",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return QueueEnv(backend, storage, queue_url, env, work, settings)

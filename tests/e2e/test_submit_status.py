@@ -1,0 +1,215 @@
+"""``submit``, ``status``, ``queue``, ``dlq`` and ``health`` as a user runs them."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from conveyor.jobs import Job
+from tests.e2e.conftest import QueueEnv
+from tests.e2e.helpers import run, run_json, write_csv
+
+EXAMPLE_TASK = Path(__file__).parents[2] / "examples" / "wordcount_task.py"
+
+
+def test_submit_prints_one_job_id_per_file_and_records_them_queued(queue_env: QueueEnv) -> None:
+    inputs = [write_csv(queue_env.work / f"in-{i}.csv", 5) for i in range(12)]
+
+    done = run("submit", *inputs, env=queue_env.env)
+
+    job_ids = done.stdout.split()
+    assert len(job_ids) == len(set(job_ids)) == 12
+    summary = run_json("status", env=queue_env.env)
+    assert summary["counts"]["queued"] == 12
+    assert summary["queue"]["visible"] == 12
+    record = run_json("status", job_ids[3], env=queue_env.env)
+    assert record["state"] == "queued"
+    assert record["input"] == f"inputs/{job_ids[3]}/in-3.csv"
+    copied = queue_env.storage / record["input"]
+    assert copied.read_bytes() == inputs[3].read_bytes()
+
+
+def test_submit_params_seed_and_output_reach_the_message(queue_env: QueueEnv) -> None:
+    source = write_csv(queue_env.work / "in.csv", 3)
+
+    (job,) = run_json(
+        "submit",
+        "--task=csv-process",
+        "--param=n=5",
+        "--param=name=abc",
+        '--param=tags=["a", "b"]',
+        "--seed=42",
+        "--output=results/out.csv",
+        source,
+        env=queue_env.env,
+    )
+
+    with queue_env.open_queue() as queue:
+        (received,) = queue.receive(1, 1)
+    sent = Job.from_json(received.body)
+    assert sent.job_id == job["job_id"]
+    assert sent.params == {"n": 5, "name": "abc", "tags": ["a", "b"]}
+    assert sent.seed == 42
+    assert sent.output == "results/out.csv"
+    assert run_json("status", sent.job_id, env=queue_env.env)["seed"] == 42
+
+
+def test_submit_gives_a_new_seed_per_job_by_default(local_env: QueueEnv) -> None:
+    inputs = [write_csv(local_env.work / f"in-{i}.csv", 1) for i in range(3)]
+
+    jobs = run_json("submit", *inputs, env=local_env.env)
+
+    assert len({job["seed"] for job in jobs}) == 3
+
+
+def test_submit_in_storage_names_files_already_there(local_env: QueueEnv) -> None:
+    write_csv(local_env.storage / "incoming" / "a.csv", 2)
+    listing = local_env.work / "list.txt"
+    listing.write_text("incoming/a.csv\n")
+
+    (job,) = run_json("submit", "--in-storage", "--files-from", listing, env=local_env.env)
+
+    assert job["input"] == "incoming/a.csv"
+    assert job["output"] == f"outputs/{job['job_id']}/a.csv"
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["--task=no-such-task", "{csv}"], 65, "unknown task 'no-such-task'"),
+        (["{work}/missing.csv"], 65, "input file not found"),
+        (["--in-storage", "../outside.csv"], 65, "'..' is not allowed"),
+        (["--output=o.csv", "{csv}", "{csv}"], 2, "--output names one output"),
+        (["--param=novalue", "{csv}"], 2, "expected KEY=VALUE"),
+        ([], 2, "give at least one file"),
+    ],
+)
+def test_submit_rejects_bad_requests_with_one_clear_line(
+    local_env: QueueEnv, args: list[str], code: int, message: str
+) -> None:
+    csv = write_csv(local_env.work / "ok.csv", 1)
+    filled = [arg.format(csv=csv, work=local_env.work) for arg in args]
+
+    done = run("submit", *filled, env=local_env.env, check=False)
+
+    assert done.returncode == code, done.stderr
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stdout == ""
+
+
+def test_wordcount_example_runs_as_the_readme_says(local_env: QueueEnv, tmp_path: Path) -> None:
+    cwd = tmp_path / "project"
+    (cwd / "examples").mkdir(parents=True)
+    shutil.copy(EXAMPLE_TASK, cwd / "examples" / "wordcount_task.py")
+    (cwd / "notes.txt").write_text("The cat and the hat.\nThe END\n")
+    # The defaults, as in the README: ./conveyor-data holding the SQLite queue too.
+    env = {
+        k: v
+        for k, v in local_env.env.items()
+        if k not in ("CONVEYOR_STORAGE", "CONVEYOR_QUEUE_URL")
+    }
+
+    submitted = run(
+        "submit",
+        "--task",
+        "wordcount",
+        "--import",
+        "examples/wordcount_task.py",
+        "notes.txt",
+        env=env,
+        cwd=cwd,
+    )
+    worked = run(
+        "worker", "--import", "examples/wordcount_task.py", "--until-empty", env=env, cwd=cwd
+    )
+
+    assert worked.returncode == 0
+    (job_id,) = submitted.stdout.split()
+    output = cwd / "conveyor-data" / "outputs" / job_id / "notes.txt"
+    assert output.read_text() == "word,count\nthe,3\nand,1\ncat,1\nend,1\nhat,1\n"
+    record = run_json("status", job_id, env=env, cwd=cwd)
+    assert record["result"] == {"words": 7, "distinct": 5, "rows": 5}
+
+
+def test_status_lists_failures_and_dlq_redrive_reopens_them(queue_env: QueueEnv) -> None:
+    bad = queue_env.work / "bad.csv"
+    bad.write_text("ID,Value\n1,oops\n")
+    (job,) = run_json("submit", bad, env=queue_env.env)
+    run("worker", "--until-empty", env=queue_env.env)
+    summary = run("status", env=queue_env.env).stdout
+    assert "failed 1" in summary
+    assert job["job_id"] in summary  # listed under failures, with its reason
+    (listed,) = run_json("dlq", "list", env=queue_env.env)
+    assert listed["job_id"] == job["job_id"]
+    # The user fixes the input, then redrives.
+    write_csv(queue_env.storage / job["input"], 2)
+
+    redriven = run("dlq", "redrive", env=queue_env.env)
+
+    assert "redrove 1 message(s); reopened 1 job(s) as queued" in redriven.stdout
+    assert run_json("status", job["job_id"], env=queue_env.env)["state"] == "queued"
+    run("worker", "--until-empty", env=queue_env.env)
+    assert run_json("status", job["job_id"], env=queue_env.env)["state"] == "succeeded"
+    assert run_json("dlq", "list", env=queue_env.env) == []
+
+
+def test_queue_purge_asks_first(queue_env: QueueEnv) -> None:
+    run("submit", write_csv(queue_env.work / "a.csv", 1), env=queue_env.env)
+
+    refused = run("queue", "purge", env=queue_env.env, input_text="n\n", check=False)
+    assert refused.returncode == 1
+    assert run_json("queue", "stats", env=queue_env.env)["visible"] == 1
+
+    run("queue", "purge", "--yes", env=queue_env.env)
+    stats = run_json("queue", "stats", env=queue_env.env)
+    assert stats["visible"] + stats["in_flight"] + stats["delayed"] == 0
+
+
+def test_queue_create_and_delete_an_embedded_queue(tmp_path: Path, local_env: QueueEnv) -> None:
+    path = tmp_path / "made" / "jobs.db"
+
+    created = run("queue", "create", path, env=local_env.env)
+
+    url = created.stdout.strip()
+    assert url == f"sqlite:///{path}"
+    assert path.exists()
+    stats = run_json("queue", "stats", "--queue", url, env=local_env.env)
+    assert stats["visible"] == 0
+    run("queue", "delete", "--queue", url, "--yes", env=local_env.env)
+    assert not path.exists()
+
+
+def test_health_checks_the_age_of_the_file(tmp_path: Path, local_env: QueueEnv) -> None:
+    health = tmp_path / "alive"
+    run("worker", "--max-jobs=1", "--max-idle-s=0.3", f"--health-file={health}", env=local_env.env)
+
+    assert run("health", "--file", health, "--max-age-s", "60", env=local_env.env).returncode == 0
+    old = time.time() - 300
+    os.utime(health, (old, old))
+    stale = run("health", "--file", health, "--max-age-s", "60", env=local_env.env, check=False)
+    assert stale.returncode == 1
+    assert "unhealthy" in stale.stderr
+    missing = run("health", "--file", tmp_path / "nope", env=local_env.env, check=False)
+    assert missing.returncode == 1
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"CONVEYOR_IMPORT": "no_such_module_anywhere"}, "cannot import task module"),
+        ({"CONVEYOR_QUEUE_URL": "ftp://nowhere/queue"}, "unknown queue URL"),
+        ({"CONVEYOR_STORAGE": "/nonexistent/storage"}, "does not exist"),
+    ],
+)
+def test_worker_with_broken_configuration_exits_78(
+    local_env: QueueEnv, extra: dict[str, str], message: str
+) -> None:
+    done = run("worker", "--until-empty", env=local_env.with_env(**extra), check=False)
+
+    assert done.returncode == 78, done.stderr
+    assert message in done.stderr

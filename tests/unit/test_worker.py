@@ -1,0 +1,585 @@
+"""The worker loop, one round at a time, on the in-memory queue with an injected clock."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conveyor.errors import BadInput, TransientTaskError
+from conveyor.events import Action, JobEvent
+from conveyor.jobs import Job, JobState
+from conveyor.ledger import Ledger
+from conveyor.queues.base import Outgoing
+from conveyor.queues.memory import ManualClock, MemoryQueue
+from conveyor.settings import EXIT_INTERRUPTED, EXIT_OK, Settings
+from conveyor.stop import AnyOf, LoopState, MaxIdle, MaxJobs, Shutdown, UntilEmpty
+from conveyor.tasks import TaskContext, TaskRegistry
+from conveyor.worker import ExponentialBackoff, RoundResult, Worker
+
+VISIBILITY_S = 30
+
+
+@dataclass
+class Recorder:
+    """A job observer that keeps every event (the hook metrics will use)."""
+
+    events: list[JobEvent] = field(default_factory=list)
+
+    def job_event(self, event: JobEvent) -> None:
+        self.events.append(event)
+
+
+class FixedBackoff:
+    def __init__(self, delay_s: int) -> None:
+        self.delay = delay_s
+        self.attempts: list[int] = []
+
+    def delay_s(self, attempt: int) -> int:
+        self.attempts.append(attempt)
+        return self.delay
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    """Poll until ``predicate`` holds (a task thread waiting for the worker's main thread)."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.005)
+
+
+@dataclass
+class Env:
+    """A worker wired to a memory queue, a ledger and a task registry in tmp_path."""
+
+    root: Path
+    clock: ManualClock
+    queue: MemoryQueue
+    registry: TaskRegistry
+    recorder: Recorder
+    backoff: FixedBackoff
+    shutdown: Shutdown
+    settings: Settings
+    calls: list[str] = field(default_factory=list)
+
+    def worker(self, **changes: Any) -> Worker:
+        return Worker(
+            self.queue,
+            self.settings.with_(**changes) if changes else self.settings,
+            registry=self.registry,
+            observers=[self.recorder],
+            clock=self.clock,
+            shutdown=self.shutdown,
+            backoff=self.backoff,
+        )
+
+    def submit(self, task: str = "upper", text: str = "hello\n", name: str = "a.txt") -> Job:
+        job = Job(task=task, input=f"inputs/{name}", output=f"outputs/{name}")
+        path = self.root / "inputs" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        self.queue.send(Outgoing(job.to_json()))
+        return job
+
+    def ledger(self) -> Ledger:
+        return Ledger(self.root)
+
+    def state(self, job: Job) -> JobState | None:
+        record = self.ledger().get(job.job_id)
+        return None if record is None else record.state
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Env:
+    root = tmp_path / "storage"
+    root.mkdir()
+    clock = ManualClock()
+    queue = MemoryQueue(visibility_timeout_s=VISIBILITY_S, max_receive_count=3, clock=clock)
+    registry = TaskRegistry()
+    settings = Settings(
+        storage=root,
+        visibility_timeout_s=VISIBILITY_S,
+        max_receive_count=3,
+        wait_s=0,
+        batch_size=10,
+        grace_s=5,
+    )
+    env = Env(root, clock, queue, registry, Recorder(), FixedBackoff(7), Shutdown(), settings)
+
+    @registry.task("upper")
+    def upper(ctx: TaskContext) -> dict[str, object]:
+        assert ctx.input_path is not None
+        env.calls.append(ctx.job.job_id)
+        ctx.write_path.write_text(ctx.input_path.read_text().upper())
+        return {"chars": len(ctx.input_path.read_text())}
+
+    return env
+
+
+def only(result: RoundResult) -> JobEvent:
+    assert len(result.events) == 1, result.events
+    return result.events[0]
+
+
+# --- the success path ---------------------------------------------------------------------
+
+
+def test_success_publishes_records_and_acks(env: Env) -> None:
+    job = env.submit(text="abc\n")
+
+    result = env.worker().run_once()
+
+    assert only(result).action is Action.SUCCEEDED
+    assert result.acked == 1
+    assert (env.root / "outputs/a.txt").read_text() == "ABC\n"
+    record = env.ledger().get(job.job_id)
+    assert record is not None
+    assert record.state is JobState.SUCCEEDED
+    assert record.result == {"chars": 4}
+    assert record.attempts == 1
+    assert env.queue.stats().pending == 0
+    assert [e.action for e in env.recorder.events] == [
+        Action.RECEIVED,
+        Action.STARTED,
+        Action.SUCCEEDED,
+    ]
+    assert not list((env.root / "outputs").glob(".conveyor-tmp-*"))
+
+
+def test_acks_of_a_round_are_one_batch_call(env: Env) -> None:
+    for index in range(4):
+        env.submit(name=f"f{index}.txt")
+
+    result = env.worker().run_once()
+
+    assert result.count(Action.SUCCEEDED) == 4
+    assert env.queue.request_counts()["ack"] == 1
+
+
+def test_redelivered_succeeded_job_is_acked_without_running(env: Env) -> None:
+    job = env.submit()
+    env.worker().run_once()
+    assert env.calls == [job.job_id]
+    env.queue.send(Outgoing(job.to_json()))  # SQS delivered it twice
+
+    result = env.worker().run_once()
+
+    assert only(result).action is Action.SKIPPED
+    assert result.acked == 1
+    assert env.calls == [job.job_id]  # not run again
+    assert env.queue.stats().pending == 0
+
+
+def test_redelivered_job_whose_output_vanished_runs_again(env: Env) -> None:
+    job = env.submit()
+    env.worker().run_once()
+    (env.root / "outputs/a.txt").unlink()
+    env.queue.send(Outgoing(job.to_json()))
+
+    result = env.worker().run_once()
+
+    assert only(result).action is Action.SUCCEEDED
+    assert env.calls == [job.job_id, job.job_id]
+    assert (env.root / "outputs/a.txt").exists()
+
+
+# --- failures -----------------------------------------------------------------------------
+
+
+def test_transient_error_records_retrying_and_releases_with_backoff(env: Env) -> None:
+    @env.registry.task("flaky")
+    def flaky(ctx: TaskContext) -> None:
+        raise TransientTaskError("the database blinked")
+
+    job = env.submit(task="flaky")
+
+    result = env.worker().run_once()
+
+    event = only(result)
+    assert event.action is Action.RETRYING
+    assert event.delay_s == 7
+    assert env.backoff.attempts == [1]
+    record = env.ledger().get(job.job_id)
+    assert record is not None
+    assert record.state is JobState.RETRYING
+    assert record.error == "the database blinked"
+    assert env.queue.stats().delayed == 1
+    assert not (env.root / "outputs/a.txt").exists()
+    env.clock.advance(6.9)
+    assert env.queue.receive(1, 0) == []
+    env.clock.advance(0.2)
+    (again,) = env.queue.receive(1, 0)
+    assert again.receive_count == 2
+
+
+def test_unexpected_exception_is_transient(env: Env) -> None:
+    @env.registry.task("crashy")
+    def crashy(ctx: TaskContext) -> None:
+        raise ZeroDivisionError("division by zero")
+
+    env.submit(task="crashy")
+
+    event = only(env.worker().run_once())
+
+    assert event.action is Action.RETRYING
+    assert event.reason == "ZeroDivisionError: division by zero"
+
+
+def test_task_calling_sys_exit_does_not_end_the_worker(env: Env) -> None:
+    @env.registry.task("quitter")
+    def quitter(ctx: TaskContext) -> None:
+        raise SystemExit(3)
+
+    env.submit(task="quitter")
+    env.submit(name="b.txt")
+
+    result = env.worker().run_once()
+
+    assert [e.action for e in result.events] == [Action.RETRYING, Action.SUCCEEDED]
+    assert result.events[0].reason == "task raised SystemExit: 3"
+
+
+def test_permanent_error_fails_and_dead_letters_at_once(env: Env) -> None:
+    @env.registry.task("picky")
+    def picky(ctx: TaskContext) -> None:
+        raise BadInput("line 3: 'x' is not a number")
+
+    job = env.submit(task="picky")
+
+    event = only(env.worker().run_once())
+
+    assert event.action is Action.FAILED
+    assert env.backoff.attempts == []  # no retry burnt
+    record = env.ledger().get(job.job_id)
+    assert record is not None
+    assert record.state is JobState.FAILED
+    assert record.error == "line 3: 'x' is not a number"
+    (dead,) = env.queue.dead_letters()
+    assert dead.receive_count == 1
+    assert dead.reason == "line 3: 'x' is not a number"
+    assert env.queue.stats().pending == 0
+
+
+def test_transient_error_on_the_last_attempt_dead_letters_with_the_reason(env: Env) -> None:
+    @env.registry.task("flaky")
+    def flaky(ctx: TaskContext) -> None:
+        raise TransientTaskError("still down")
+
+    job = env.submit(task="flaky")
+    worker = env.worker()
+    actions = []
+    for _ in range(3):  # max_receive_count = 3
+        actions.append(only(worker.run_once()).action)
+        env.clock.advance(10)
+
+    assert actions == [Action.RETRYING, Action.RETRYING, Action.FAILED]
+    (dead,) = env.queue.dead_letters()
+    assert dead.reason == "gave up after 3 attempts: still down"
+    assert env.state(job) is JobState.FAILED
+
+
+def test_task_returning_a_non_mapping_fails_for_good(env: Env) -> None:
+    @env.registry.task("odd")
+    def odd(ctx: TaskContext) -> Any:
+        return [1, 2]
+
+    env.submit(task="odd")
+
+    event = only(env.worker().run_once())
+
+    assert event.action is Action.FAILED
+    assert event.reason is not None
+    assert "returned list" in event.reason
+    assert not (env.root / "outputs/a.txt").exists()
+
+
+# --- malformed messages ---------------------------------------------------------------------
+
+
+def test_malformed_message_is_dead_lettered_and_the_worker_goes_on(env: Env) -> None:
+    env.queue.send(Outgoing("this is not JSON"))
+    job = env.submit()
+
+    result = env.worker().run_once()
+
+    assert [e.action for e in result.events] == [Action.FAILED, Action.SUCCEEDED]
+    (dead,) = env.queue.dead_letters()
+    assert dead.body == "this is not JSON"
+    assert dead.reason is not None
+    assert "not valid JSON" in dead.reason
+    assert env.state(job) is JobState.SUCCEEDED
+
+
+def test_malformed_message_with_a_readable_job_id_is_recorded_failed(env: Env) -> None:
+    env.queue.send(Outgoing(json.dumps({"v": 1, "job_id": "broken-1", "task": 5})))
+
+    event = only(env.worker().run_once())
+
+    assert event.action is Action.FAILED
+    assert event.job_id == "broken-1"
+    record = env.ledger().get("broken-1")
+    assert record is not None
+    assert record.state is JobState.FAILED
+    assert record.error == event.reason
+
+
+def test_unknown_task_is_dead_lettered(env: Env) -> None:
+    job = env.submit(task="nobody-registered-this")
+
+    event = only(env.worker().run_once())
+
+    assert event.action is Action.FAILED
+    assert event.reason is not None
+    assert "unknown task 'nobody-registered-this'" in event.reason
+    assert env.state(job) is JobState.FAILED
+    assert len(env.queue.dead_letters()) == 1
+
+
+@pytest.mark.parametrize("field_name", ["input", "output"])
+def test_path_traversal_is_rejected_before_anything_runs(env: Env, field_name: str) -> None:
+    job = env.submit()
+    data = Job.from_json(job.to_json()).to_dict()
+    data[field_name] = "../../etc/passwd"
+    env.queue.purge()
+    env.queue.send(Outgoing(json.dumps(data)))
+
+    event = only(env.worker().run_once())
+
+    assert event.action is Action.FAILED
+    assert event.reason is not None
+    assert "'..' is not allowed" in event.reason
+    assert env.calls == []
+    assert env.state(job) is JobState.FAILED
+
+
+def test_missing_input_fails_for_good(env: Env) -> None:
+    job = env.submit()
+    (env.root / "inputs/a.txt").unlink()
+
+    event = only(env.worker().run_once())
+
+    assert event.action is Action.FAILED
+    assert event.reason is not None
+    assert "input not found" in event.reason
+    assert env.state(job) is JobState.FAILED
+
+
+# --- leases ------------------------------------------------------------------------------------
+
+
+def test_lease_lost_during_the_task_means_no_publish_and_no_ack(env: Env) -> None:
+    stolen: list[str] = []
+
+    @env.registry.task("slow")
+    def slow(ctx: TaskContext) -> None:
+        ctx.write_path.write_text("partial work")
+        # The lease expires and another worker receives the message meanwhile.
+        env.clock.advance(VISIBILITY_S + 1)
+        stolen.extend(r.lease for r in env.queue.receive(1, 0))
+
+    job = env.submit(task="slow")
+
+    result = env.worker().run_once()
+
+    assert only(result).action is Action.LEASE_LOST
+    assert result.acked == 0
+    assert not (env.root / "outputs/a.txt").exists()
+    assert not list((env.root / "outputs").glob(".conveyor-tmp-*"))
+    assert env.state(job) is JobState.RUNNING
+    assert len(stolen) == 1
+    assert env.queue.ack(stolen[0])  # the other worker still holds it
+
+
+def test_heartbeat_keeps_the_lease_alive_through_a_long_task(env: Env) -> None:
+    def extends() -> int:
+        return env.queue.request_counts().get("extend", 0)
+
+    @env.registry.task("long")
+    def long_task(ctx: TaskContext) -> None:
+        for beat in range(1, 4):  # 3 x 12 s = 36 s, longer than the 30 s timeout
+            env.clock.advance(12)
+            wait_until(lambda beat=beat: extends() >= beat)
+        assert env.queue.receive(1, 0) == []  # nobody else can take it
+        ctx.check_lease()
+        ctx.write_path.write_text("done")
+
+    job = env.submit(task="long")
+
+    event = only(env.worker(heartbeat_every_s=10.0).run_once())
+
+    assert event.action is Action.SUCCEEDED
+    assert env.state(job) is JobState.SUCCEEDED
+    assert (env.root / "outputs/a.txt").read_text() == "done"
+
+
+def test_failed_heartbeat_marks_the_lease_lost_for_the_task(env: Env) -> None:
+    @env.registry.task("long")
+    def long_task(ctx: TaskContext) -> None:
+        env.clock.advance(VISIBILITY_S + 1)  # expired; a heartbeat would now fail...
+        env.queue.receive(1, 0)  # ...because another worker took the message
+        wait_until(lambda: env.queue.request_counts().get("extend", 0) >= 1)
+        ctx.check_lease()  # raises LeaseLost
+        ctx.write_path.write_text("should never be published")
+
+    env.submit(task="long")
+
+    event = only(env.worker(heartbeat_every_s=10.0).run_once())
+
+    assert event.action is Action.LEASE_LOST
+    assert not (env.root / "outputs/a.txt").exists()
+
+
+# --- shutdown -----------------------------------------------------------------------------------
+
+
+def test_stop_request_lets_the_running_job_finish_and_releases_the_rest(env: Env) -> None:
+    @env.registry.task("stopper")
+    def stopper(ctx: TaskContext) -> None:
+        env.shutdown.request()  # SIGTERM arrives while the job runs
+        ctx.write_path.write_text("finished")
+
+    first = env.submit(task="stopper", name="first.txt")
+    second = env.submit(name="second.txt")
+
+    result = env.worker().run_once()
+
+    assert result.interrupted
+    assert [e.action for e in result.events] == [Action.SUCCEEDED, Action.RELEASED]
+    assert result.acked == 1
+    assert env.state(first) is JobState.SUCCEEDED
+    assert env.state(second) is None
+    assert env.queue.stats().visible == 1  # given back at once, for another worker
+
+
+def test_job_still_running_at_the_grace_deadline_is_released(env: Env) -> None:
+    release_task = threading.Event()
+
+    @env.registry.task("stuck")
+    def stuck(ctx: TaskContext) -> None:
+        env.shutdown.request()
+        release_task.wait(30)
+        ctx.write_path.write_text("too late")
+
+    job = env.submit(task="stuck")
+    worker = env.worker(grace_s=0.0)
+    try:
+        code = worker.run()
+    finally:
+        release_task.set()
+
+    assert code == EXIT_INTERRUPTED
+    assert [e.action for e in env.recorder.events] == [
+        Action.RECEIVED,
+        Action.STARTED,
+        Action.RELEASED,
+    ]
+    assert env.queue.stats().visible == 1
+    assert env.state(job) is JobState.RETRYING
+    assert not (env.root / "outputs/a.txt").exists()
+
+
+def test_stop_requested_before_a_round_receives_nothing(env: Env) -> None:
+    env.submit()
+    env.shutdown.request()
+
+    assert env.worker().run() == EXIT_INTERRUPTED
+    assert env.queue.stats().visible == 1
+    assert env.calls == []
+
+
+# --- stop policies ------------------------------------------------------------------------------
+
+
+def state(**changes: Any) -> LoopState:
+    values: dict[str, Any] = {
+        "rounds": 1,
+        "jobs": 0,
+        "last_received": 0,
+        "idle_s": 0.0,
+        "pending": lambda: 0,
+    }
+    values.update(changes)
+    return LoopState(**values)
+
+
+def test_until_empty_needs_consecutive_empty_polls_with_nothing_pending() -> None:
+    policy = UntilEmpty(empty_polls=2)
+
+    assert not policy.should_stop(state(rounds=0))
+    assert not policy.should_stop(state())
+    assert not policy.should_stop(state(pending=lambda: 1))  # a job in flight elsewhere
+    assert not policy.should_stop(state())
+    assert not policy.should_stop(state(last_received=3))
+    assert not policy.should_stop(state())
+    assert policy.should_stop(state())
+
+
+def test_max_idle_and_max_jobs_combined() -> None:
+    policy = AnyOf([MaxJobs(5), MaxIdle(60)])
+
+    assert not policy.should_stop(state(jobs=4, idle_s=59))
+    assert policy.receive_limit(state(jobs=4)) == 1
+    assert policy.should_stop(state(jobs=5))
+    assert policy.should_stop(state(jobs=0, idle_s=60))
+
+
+def test_run_until_empty_drains_then_exits_zero(env: Env) -> None:
+    jobs = [env.submit(name=f"f{index}.txt") for index in range(3)]
+
+    code = env.worker(until_empty=True, empty_polls=2, batch_size=2).run()
+
+    assert code == EXIT_OK
+    assert all(env.state(job) is JobState.SUCCEEDED for job in jobs)
+    assert env.queue.stats().pending == 0
+
+
+def test_run_max_jobs_receives_no_more_than_allowed(env: Env) -> None:
+    for index in range(5):
+        env.submit(name=f"f{index}.txt")
+
+    code = env.worker(max_jobs=2).run()
+
+    assert code == EXIT_OK
+    assert len(env.calls) == 2
+    assert env.queue.stats().visible == 3
+
+
+def test_run_reports_queue_requests_to_the_ledger(env: Env) -> None:
+    env.submit()
+
+    env.worker(max_jobs=1).run()
+
+    requests = env.ledger().summary().queue_requests
+    assert requests["receive"] >= 1
+    assert requests["ack"] == 1
+
+
+# --- backoff and health -----------------------------------------------------------------------
+
+
+def test_exponential_backoff_grows_with_jitter_and_caps() -> None:
+    import random
+
+    backoff = ExponentialBackoff(base_s=5, max_s=100, rng=random.Random(1))
+
+    for attempt, nominal in [(1, 5), (2, 10), (3, 20), (4, 40), (5, 80), (6, 100), (40, 100)]:
+        delays = {backoff.delay_s(attempt) for _ in range(50)}
+        assert min(delays) >= nominal // 2
+        assert max(delays) <= nominal
+        assert len(delays) > 1  # jittered
+    assert ExponentialBackoff(5, 10_000).delay_s(30) <= 900  # SQS's maximum delay
+
+
+def test_health_file_is_touched_every_round(env: Env, tmp_path: Path) -> None:
+    health = tmp_path / "alive"
+
+    env.worker(health_file=health).run_once()
+
+    assert health.exists()
