@@ -169,7 +169,7 @@ def run(args: argparse.Namespace | None = None) -> list[Table]:
     source = make_input(data_dir / f"csv-{rows}.csv", rows).resolve()
     size = source.stat().st_size
     with tempfile.TemporaryDirectory(prefix="bench-csv-", dir=data_dir) as temp:
-        work = Path(temp)
+        work = Path(temp).resolve()
         conveyor_runs = run_conveyor(source, work, repeat, rows)
         polars_runs = run_polars(source, work, repeat)
         tutorial = run_tutorial(source, work)

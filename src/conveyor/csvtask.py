@@ -24,13 +24,14 @@ bits of output ``i`` of SplitMix64 seeded with ``seed`` (``mix64(seed + (i + 1) 
 and ``factor = min(0.8 + 0.4 * (k / 2**53), 1.2 - ulp)`` in double precision (the clamp only
 touches the one top value that rounds up to 1.2).
 
-How it is fast: the file is read in blocks of a few MiB at line boundaries. A block free of
-quotes, NULs, stray CRs and a BOM is split and parsed by polars (Rust, several threads) and its
-``ProcessedValue`` is formatted by polars' CSV writer, which writes the same digits as ``repr``
-except for tiny magnitudes, which are patched with ``repr`` itself. Anything else, and any block
-that fails a vectorised check, goes through the exact parser (the ``csv`` module, one record at
-a time), which either names the bad line or returns the rows. Blocks are parsed on worker threads
-(polars releases the GIL) and written in order; memory holds only a few blocks at a time.
+How it is fast: the file is read in blocks of a few MiB that end on record boundaries. A
+block without NULs, stray CRs or a leading BOM, whose quotes (if any) are plain RFC 4180
+quoting, is parsed by polars (Rust, several threads) on a worker thread, checked with vectorised
+tests, and its ``ProcessedValue`` written by polars' CSV writer, which writes the digits repr
+writes except for tiny magnitudes, patched with ``repr`` itself. Any other block, and any
+block that fails a check, goes through the exact parser (the csv module, a record at a time),
+which names the first bad line or returns the rows. Blocks are written in order straight to
+the output; memory holds only a few blocks at a time.
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ FIELD_LIMIT = 131_072
 MAX_LINE_BYTES = 4 << 20
 #: Bytes read per block; each holds roughly 150,000 rows of the tutorial's shape.
 DEFAULT_BLOCK_BYTES = 2 << 20
-#: Threads that parse and format blocks while the caller's thread reads and writes.
+#: Threads that parse blocks while the calling thread reads the input and writes the output.
 DEFAULT_WORKERS = 2
 #: Flush the output to disk in the background every so many bytes, so the final fsync of a
 #: large output is short and the page cache never holds gigabytes of dirty pages.
@@ -173,8 +174,8 @@ def transform_csv(
     """Process ``input_path`` into ``output_path``, writing that path directly.
 
     The caller publishes the file (the worker renames it into place; :func:`process_csv` uses
-    :func:`conveyor.storage.atomic_output`). The output is flushed to disk in the background
-    as it grows, so the publisher's fsync is short, but not closed with a final fsync here.
+    :func:`conveyor.storage.atomic_output`), which includes the final fsync; the output is
+    flushed to disk in the background as it grows, so that fsync is short.
 
     Args:
         input_path: the CSV to read (see the module docstring for what it may hold).
@@ -256,7 +257,8 @@ def _open_input(input_path: Path) -> Iterator[tuple[int, os.stat_result]]:
     """Open the input for reading; one clear BadInput when that is not possible."""
     name = str(input_path)
     try:
-        fd = os.open(input_path, os.O_RDONLY | os.O_CLOEXEC)
+        # O_NONBLOCK: a FIFO is refused below instead of waiting for a writer.
+        fd = os.open(input_path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError as exc:
         raise _input_error(name, exc) from exc
     try:
@@ -313,13 +315,10 @@ class _Output:
         try:
             write()
             self.written = os.lseek(self.fd, 0, os.SEEK_CUR)
-        except OSError as exc:
-            raise storage_error(exc, f"cannot write {self.path}") from exc
-        except pl.exceptions.PolarsError as exc:  # polars reports its own I/O errors
+        except (OSError, pl.exceptions.PolarsError) as exc:  # polars raises errno-less ones
             code = _errno_of(exc)
-            raise storage_error(
-                OSError(code, os.strerror(code)), f"cannot write {self.path}"
-            ) from exc
+            error = OSError(code, os.strerror(code))
+            raise storage_error(error, f"cannot write {self.path}") from exc
         if self.written - self._synced >= SYNC_EVERY_BYTES and (
             self._sync is None or self._sync.done()
         ):
@@ -338,9 +337,14 @@ class _Output:
 
 
 def _errno_of(exc: Exception) -> int:
-    """The errno an error message from polars names, so a full disk is still StorageFull."""
+    """The errno of an I/O error, also when polars only names it in its message."""
+    if isinstance(exc, OSError) and exc.errno:
+        return exc.errno
     text = str(exc)
-    for code in (errno.ENOSPC, errno.EDQUOT, errno.EIO):
+    found = re.search(r"\(os error (\d+)\)", text)
+    if found:
+        return int(found.group(1))
+    for code in (errno.ENOSPC, errno.EDQUOT):
         if os.strerror(code) in text:
             return code
     return errno.EIO

@@ -72,6 +72,9 @@ class LogObserver:
             Action.RETRYING: logging.WARNING,
             Action.LEASE_LOST: logging.WARNING,
             Action.RELEASED: logging.WARNING,
+            # Every message and every heartbeat: details for --log-level debug.
+            Action.RECEIVED: logging.DEBUG,
+            Action.LEASE_EXTENDED: logging.DEBUG,
         }.get(event.action, logging.INFO)
         text = f"job {event.job_id or '?'} {event.action}"
         if event.reason:

@@ -186,7 +186,7 @@ class WorkerMetrics:
             server, thread = start_http_server(port, addr=host, registry=self.registry)
         except (OSError, OverflowError) as exc:  # OverflowError: a port above 65535
             raise ConfigError(
-                f"cannot serve metrics on {host}:{port}: {exc.strerror or exc} "
+                f"cannot serve metrics on {host}:{port}: {getattr(exc, 'strerror', None) or exc} "
                 "(set --metrics-port / CONVEYOR_METRICS_PORT to a free port)"
             ) from exc
         return MetricsServer(server, thread)

@@ -45,7 +45,7 @@ log = logging.getLogger("conveyor.worker")
 MAX_RETRY_DELAY_S = 900
 #: How often the main thread wakes while a task runs, to heartbeat and check for a stop.
 _TICK_S = 0.05
-#: Publish on our own clock's word only this long before the lease would expire.
+#: Seconds of a lease's remaining life our own clock cannot vouch for (network delays).
 _LEASE_MARGIN_S = 2.0
 #: Seconds between reports of the queue request counts to the ledger.
 _REPORT_EVERY_S = 30.0
@@ -190,6 +190,9 @@ class Worker:
         self._clock = clock
         # At least two beats per visibility timeout, even for very short timeouts.
         self._heartbeat_s = min(settings.heartbeat_s, settings.visibility_timeout_s / 2)
+        # Our clock starts a lease after the receive returned, the queue's before: a lease
+        # "valid" by less than this is extended before publishing (see _confirm).
+        self._margin_s = max(_LEASE_MARGIN_S, settings.visibility_timeout_s / 10)
         self._stop_seen_at: float | None = None
         self._reported_at = clock()
 
@@ -381,12 +384,16 @@ class Worker:
                 raise _GraceExpired
 
     def _confirm(self, lease: _Lease) -> None:
-        """Just before publishing: prove the lease is still ours by extending it.
+        """Just before publishing: make sure the lease is still ours.
 
-        If the queue cannot be reached, publish only while the lease is surely still valid
-        by our own clock (its last extension plus the visibility timeout, less a margin).
+        A lease is lost only by expiring (someone else may then receive the message) or by
+        a failed heartbeat. While our own clock says it has plenty of time left, that is
+        proof enough and costs no request; close to expiry, extend it to be sure. If the
+        queue cannot be reached then, publish only if the lease is still valid by our clock.
         """
         lease.check()
+        if self._clock() < lease.valid_until - self._margin_s:
+            return
         try:
             self.queue.extend(lease.received.lease, self.settings.visibility_timeout_s)
         except LeaseLost:

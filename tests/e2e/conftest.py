@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from conveyor.queues import Queue, open_queue
+from conveyor.ledger import Ledger
+from conveyor.queues import DeadLetter, Queue, QueueStats, open_queue
 from conveyor.settings import Settings
+from conveyor.worker import job_id_of
 from tests.fixtures.sqs import fake_aws_env
 
 #: Backends the end-to-end tests run against: the embedded queue, and SQS as served by
@@ -43,6 +46,28 @@ class QueueEnv:
     def with_env(self, **extra: str) -> dict[str, str]:
         """The environment plus some variables."""
         return {**self.env, **extra}
+
+    # Checks read the ledger and the queue in the test process: a subprocess per check
+    # would cost a second each. test_submit_status.py tests those commands themselves.
+
+    def record(self, job_id: str) -> dict[str, Any]:
+        """A job's ledger record, as ``conveyor status JOB_ID --json`` prints it."""
+        record = Ledger(self.storage).get(job_id)
+        assert record is not None, f"no job {job_id} in the ledger"
+        return record.to_dict()
+
+    def counts(self) -> dict[str, int]:
+        """Jobs per state in the ledger."""
+        return {state.value: n for state, n in Ledger(self.storage).summary().counts.items()}
+
+    def dead_letters(self) -> dict[str | None, DeadLetter]:
+        """The dead-letter queue, by job id."""
+        with self.open_queue() as queue:
+            return {job_id_of(letter.body): letter for letter in queue.dead_letters()}
+
+    def stats(self) -> QueueStats:
+        with self.open_queue() as queue:
+            return queue.stats()
 
 
 @pytest.fixture(params=E2E_BACKENDS)

@@ -62,7 +62,7 @@ def run_json(*args: str | Path, env: Mapping[str, str], cwd: Path | None = None)
     return json.loads(run(*args, "--json", env=env, cwd=cwd).stdout)
 
 
-class Worker:
+class WorkerProcess:
     """A ``conveyor worker`` subprocess, its stderr kept in a file for post-mortems."""
 
     def __init__(self, args: list[str], env: Mapping[str, str], log_path: Path) -> None:
@@ -108,12 +108,12 @@ class Worker:
 
 
 @contextmanager
-def workers(env: Mapping[str, str], log_dir: Path) -> Iterator[Callable[..., Worker]]:
+def workers(env: Mapping[str, str], log_dir: Path) -> Iterator[Callable[..., WorkerProcess]]:
     """A factory of worker subprocesses, every one of them killed at the end."""
-    started: list[Worker] = []
+    started: list[WorkerProcess] = []
 
-    def start(*args: str) -> Worker:
-        worker = Worker(list(args), env, log_dir / f"worker-{len(started)}.log")
+    def start(*args: str) -> WorkerProcess:
+        worker = WorkerProcess(list(args), env, log_dir / f"worker-{len(started)}.log")
         started.append(worker)
         return worker
 

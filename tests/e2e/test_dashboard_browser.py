@@ -153,6 +153,7 @@ def test_dashboard_shows_what_the_ledger_and_queue_hold(
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.on("console", lambda msg: msg.type == "error" and errors.append(msg.text))
         page.goto(url)
 
         # The numbers, once the first poll has drawn them.

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -144,6 +145,31 @@ def test_bad_usage_exits_2(tmp_path: Path, args: tuple[str, ...]) -> None:
     result = conveyor("run", *args, cwd=tmp_path)
     assert result.returncode == 2
     assert "Usage:" in result.stderr
+
+
+@pytest.fixture
+def full_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 1 MiB file system (tmpfs; these machines run tests as root), unmounted after."""
+    mount_point = tmp_path / "small-disk"
+    mount_point.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)], check=True)
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=True)
+
+
+def test_full_disk_is_one_line_and_leaves_nothing(tmp_path: Path, full_disk: Path) -> None:
+    # Given an output of about 4 MB headed for a 1 MiB disk
+    rows = "".join(f"{i},{i}.5\n" for i in range(150_000))
+    (tmp_path / "data.csv").write_text("ID,Value\n" + rows)
+    result = conveyor("run", "data.csv", "-o", str(full_disk / "out.csv"), cwd=tmp_path)
+    # Then the run fails with one clear line, and the disk holds no partial file
+    assert result.returncode == 1
+    assert result.stderr.startswith("conveyor: error: cannot write ")
+    assert result.stderr.endswith(": storage is full (No space left on device)\n")
+    assert len(result.stderr.splitlines()) == 1
+    assert list(full_disk.iterdir()) == []
 
 
 @pytest.mark.slow

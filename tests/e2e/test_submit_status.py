@@ -12,6 +12,7 @@ import pytest
 from conveyor.jobs import Job
 from tests.e2e.conftest import QueueEnv
 from tests.e2e.helpers import run, run_json, write_csv
+from tests.fixtures.sqs import fake_aws_env
 
 EXAMPLE_TASK = Path(__file__).parents[2] / "examples" / "wordcount_task.py"
 
@@ -213,3 +214,16 @@ def test_worker_with_broken_configuration_exits_78(
 
     assert done.returncode == 78, done.stderr
     assert message in done.stderr
+
+
+def test_queue_create_and_delete_an_sqs_queue(sqs_endpoint: str, local_env: QueueEnv) -> None:
+    env = {k: v for k, v in local_env.env.items() if k != "CONVEYOR_QUEUE_URL"}
+    env.update(fake_aws_env(sqs_endpoint, local_env.work))
+
+    created = run("queue", "create", "jobs", "--max-receive-count=4", env=env)
+
+    url = created.stdout.strip()
+    assert url.endswith("/jobs")
+    assert run_json("queue", "stats", "--queue", url, env=env)["dead_lettered"] == 0
+    deleted = run("queue", "delete", "--queue", url, "--yes", env=env)
+    assert deleted.stdout.split() == ["deleted", url, "deleted", f"{url}-dlq"]

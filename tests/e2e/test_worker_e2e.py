@@ -11,7 +11,7 @@ from conveyor.queues.base import Outgoing
 from tests.e2e.conftest import QueueEnv
 from tests.e2e.helpers import (
     TASKS_FILE,
-    Worker,
+    WorkerProcess,
     pid_alive,
     run,
     run_json,
@@ -41,11 +41,6 @@ def submit_slow_first(queue_env: QueueEnv, first_run_s: float) -> tuple[str, Pat
     return str(job["job_id"]), markers
 
 
-def job_record(queue_env: QueueEnv, job_id: str) -> dict[str, object]:
-    record: dict[str, object] = run_json("status", job_id, env=queue_env.env)
-    return record
-
-
 def test_jobs_on_two_worker_processes_match_conveyor_run(queue_env: QueueEnv) -> None:
     inputs = [write_csv(queue_env.work / f"part-{i}.csv", 300, start=i * 300) for i in range(4)]
     jobs = run_json("submit", *inputs, env=queue_env.env)
@@ -53,15 +48,14 @@ def test_jobs_on_two_worker_processes_match_conveyor_run(queue_env: QueueEnv) ->
     done = run("worker", "--processes=2", "--until-empty", "--batch-size=1", env=queue_env.env)
 
     assert done.returncode == 0
-    summary = run_json("status", env=queue_env.env)
-    assert summary["counts"]["succeeded"] == 4
-    assert summary["queue"]["visible"] + summary["queue"]["in_flight"] == 0
+    assert queue_env.counts()["succeeded"] == 4
+    assert queue_env.stats().pending == 0
     for job, source in zip(jobs, inputs, strict=True):
         published = queue_env.storage / job["output"]
         reference = queue_env.work / f"reference-{source.name}"
         run("run", source, "--output", reference, "--seed", str(job["seed"]), env=queue_env.env)
         assert published.read_bytes() == reference.read_bytes()
-        assert job_record(queue_env, job["job_id"])["result"]
+        assert queue_env.record(job["job_id"])["result"]
 
 
 def test_job_of_a_killed_worker_completes_on_another_after_the_visibility_timeout(
@@ -80,7 +74,7 @@ def test_job_of_a_killed_worker_completes_on_another_after_the_visibility_timeou
 
         assert second.wait() == 0
     took_s = time.monotonic() - killed_at
-    record = job_record(queue_env, job_id)
+    record = queue_env.record(job_id)
     assert record["state"] == "succeeded"
     assert record["attempts"] == 2
     assert str(second.pid) in str(record["worker"])
@@ -99,9 +93,8 @@ def test_sigterm_lets_a_short_job_finish_then_exits_75(queue_env: QueueEnv) -> N
         worker.signal(signal.SIGTERM)
 
         assert worker.wait() == EX_INTERRUPTED
-    assert job_record(queue_env, job_id)["state"] == "succeeded"
-    stats = run_json("queue", "stats", env=queue_env.env)
-    assert stats["visible"] + stats["in_flight"] + stats["delayed"] == 0  # acked
+    assert queue_env.record(job_id)["state"] == "succeeded"
+    assert queue_env.stats().pending == 0  # acked
     actions = [line.get("action") for line in worker.log_events()]
     assert actions.index("shutdown") < actions.index("succeeded")
 
@@ -123,7 +116,7 @@ def test_a_second_signal_exits_at_once(local_env: QueueEnv) -> None:
 
         assert worker.wait() == EX_INTERRUPTED
     assert time.monotonic() - signalled_at < 10  # not the 60 s grace, nor the 60 s job
-    assert job_record(local_env, job_id)["state"] == "running"
+    assert local_env.record(job_id)["state"] == "running"
 
 
 def test_supervisor_forwards_sigterm_to_its_worker_processes(local_env: QueueEnv) -> None:
@@ -137,12 +130,12 @@ def test_supervisor_forwards_sigterm_to_its_worker_processes(local_env: QueueEnv
         supervisor.signal(signal.SIGTERM)
 
         assert supervisor.wait() == EX_INTERRUPTED
-    assert job_record(local_env, job_id)["state"] == "succeeded"
+    assert local_env.record(job_id)["state"] == "succeeded"
     assert started[0].name.split(".")[1] in {str(pid) for pid in child_pids}
     assert not any(pid_alive(pid) for pid in child_pids)
 
 
-def _worker_pids(worker: Worker) -> list[int] | None:
+def _worker_pids(worker: WorkerProcess) -> list[int] | None:
     """The pids of the worker processes a supervisor started, once both logged."""
     pids = [
         int(str(line["worker"]).rsplit("-", 1)[1])
@@ -172,7 +165,7 @@ def test_sigterm_releases_a_long_job_for_another_worker_at_once(queue_env: Queue
     took_s = time.monotonic() - signalled_at
     assert stopped_s < 10
     assert took_s < 30  # far less than the 60 s visibility timeout: released, not expired
-    record = job_record(queue_env, job_id)
+    record = queue_env.record(job_id)
     assert record["state"] == "succeeded"
     assert record["attempts"] == 2
     assert "released" in [line.get("action") for line in first.log_events()]
@@ -194,10 +187,10 @@ def test_poison_job_that_kills_workers_ends_in_the_dead_letter_queue(
             break
 
     assert [c.returncode for c in codes] == [13, 13, 13, 0], [c.stderr for c in codes]
-    (letter,) = run_json("dlq", "list", env=env)
-    assert letter["job_id"] == poison["job_id"]
-    assert letter["receive_count"] == 3
-    assert job_record(queue_env, good[0]["job_id"])["state"] == "succeeded"
+    letters = queue_env.dead_letters()
+    assert list(letters) == [poison["job_id"]]
+    assert letters[poison["job_id"]].receive_count == 3
+    assert queue_env.record(good[0]["job_id"])["state"] == "succeeded"
 
 
 def test_malformed_csv_fails_with_its_line_number_while_the_others_succeed(
@@ -210,15 +203,14 @@ def test_malformed_csv_fails_with_its_line_number_while_the_others_succeed(
 
     assert run("worker", "--until-empty", env=queue_env.env).returncode == 0
 
-    summary = run_json("status", env=queue_env.env)
-    assert summary["counts"]["succeeded"] == 3
-    assert summary["counts"]["failed"] == 1
-    (failed,) = run_json("status", "--state=failed", env=queue_env.env)
-    assert failed["job_id"] == jobs[-1]["job_id"]
+    counts = queue_env.counts()
+    assert (counts["succeeded"], counts["failed"]) == (3, 1)
+    failed = queue_env.record(jobs[-1]["job_id"])
+    assert failed["state"] == "failed"
     assert "bad.csv:4:" in failed["error"]
-    (letter,) = run_json("dlq", "list", env=queue_env.env)
-    assert letter["job_id"] == failed["job_id"]
-    assert letter["receive_count"] == 1  # permanent: no retries burnt
+    letters = queue_env.dead_letters()
+    assert list(letters) == [failed["job_id"]]
+    assert letters[failed["job_id"]].receive_count == 1  # permanent: no retries burnt
     assert not (queue_env.storage / jobs[-1]["output"]).exists()
 
 
@@ -241,13 +233,13 @@ def test_messages_with_paths_outside_the_storage_are_dead_lettered(
 
     assert run("worker", "--until-empty", env=queue_env.env).returncode == 0
 
-    letters = {letter["job_id"]: letter for letter in run_json("dlq", "list", env=queue_env.env)}
-    assert set(letters) == set(crafted)
-    assert "'..' is not allowed" in letters["evil-input"]["reason"]
-    assert "'..' is not allowed" in letters["evil-output"]["reason"]
-    assert "leaves the storage root" in letters["evil-symlink"]["reason"]
+    reasons = {job_id: letter.reason or "" for job_id, letter in queue_env.dead_letters().items()}
+    assert set(reasons) == set(crafted)
+    assert "'..' is not allowed" in reasons["evil-input"]
+    assert "'..' is not allowed" in reasons["evil-output"]
+    assert "leaves the storage root" in reasons["evil-symlink"]
     for job_id in crafted:
-        assert job_record(queue_env, job_id)["state"] == "failed"
+        assert queue_env.record(job_id)["state"] == "failed"
     assert not (tmp_path.parent / "pwned.csv").exists()
     assert secret.read_text().startswith("ID,Value\n")
     assert not list(queue_env.storage.rglob("evil.csv"))

@@ -68,6 +68,7 @@ def test_worker_serves_metrics_and_logs_every_event(local_env: QueueEnv, tmp_pat
             str(TASKS_FILE),
             "--heartbeat-s=0.1",
             "--max-idle-s=60",
+            "--log-level=DEBUG",  # receives and lease extensions are debug lines
         )
         url = wait_for(lambda: metrics_url(worker), what="the metrics URL in the log")
         summary = wait_for(
@@ -145,3 +146,38 @@ def test_metrics_server_binds_loopback_and_stops_on_close() -> None:
         urllib.request.urlopen(url, timeout=2)
     with pytest.raises(ConfigError, match="cannot serve metrics"):
         metrics.serve("256.0.0.1", 0)
+
+
+def _two_free_ports() -> int:
+    """A port P such that P and P+1 are both free right now."""
+    for _ in range(50):
+        with socket.socket() as first:
+            first.bind(("127.0.0.1", 0))
+            port = first.getsockname()[1]
+            with socket.socket() as second:
+                try:
+                    second.bind(("127.0.0.1", port + 1))
+                except OSError:
+                    continue
+        return int(port)
+    raise AssertionError("no two adjacent free ports")
+
+
+def test_each_worker_process_serves_metrics_on_its_own_port(
+    local_env: QueueEnv, tmp_path: Path
+) -> None:
+    port = _two_free_ports()
+    with workers(local_env.env, tmp_path) as start:
+        supervisor = start("--processes=2", f"--metrics-port={port}", "--max-idle-s=60")
+        for child_port in (port, port + 1):
+            url = f"http://127.0.0.1:{child_port}/metrics"
+
+            def up(url: str = url) -> bool:
+                try:
+                    return ("conveyor_messages_received_total", ()) in scrape(url)
+                except OSError:
+                    return False
+
+            wait_for(up, what=f"metrics on port {child_port}")
+        supervisor.signal(signal.SIGTERM)
+        assert supervisor.wait() == EXIT_INTERRUPTED

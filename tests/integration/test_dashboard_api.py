@@ -80,17 +80,18 @@ def submit(queue: Queue, ledger: Ledger, storage: Storage, task: str, count: int
     return [job.job_id for job in jobs]
 
 
-def make_scenario(root: Path) -> Scenario:
+def make_scenario(root: Path, sqs: tuple[str, Settings] | None = None) -> Scenario:
     """Jobs in every state, through the real worker wherever a worker makes the state.
 
     3 succeeded; 1 failed for good (bad input: dead-lettered at once); 1 retrying (a
     transient error, released with a long backoff); 1 running (received and recorded as
-    running, as by a worker in the middle of it); 2 queued.
+    running, as by a worker in the middle of it); 2 queued. On SQLite unless ``sqs`` gives
+    the URL and settings of an SQS queue.
     """
     storage_dir = root / "storage"
     storage_dir.mkdir()
-    url = f"sqlite:///{root / 'queue.db'}"
-    settings = Settings(storage=storage_dir, queue_url=url, wait_s=0.0, retry_base_s=600.0)
+    url, base = sqs or (f"sqlite:///{root / 'queue.db'}", Settings())
+    settings = base.with_(storage=storage_dir, queue_url=url, wait_s=0.0, retry_base_s=600.0)
     scenario = Scenario(storage_dir, url, settings)
     storage = Storage(storage_dir)
     queue = scenario.open_queue()
@@ -119,6 +120,15 @@ def scenario(tmp_path: Path) -> Scenario:
     return make_scenario(tmp_path)
 
 
+@pytest.fixture(params=["sqlite", "sqs"])
+def any_scenario(request: pytest.FixtureRequest, tmp_path: Path) -> Scenario:
+    """The scenario on each queue backend (SQS as served by moto on loopback)."""
+    if request.param == "sqlite":
+        return make_scenario(tmp_path)
+    create = request.getfixturevalue("create_sqs_queue")
+    return make_scenario(tmp_path, create("dash", Settings(max_receive_count=3)))
+
+
 @pytest.fixture
 def client(scenario: Scenario) -> Iterator[TestClient]:
     data = DashboardData(
@@ -136,6 +146,24 @@ def overview(client: TestClient) -> dict[str, Any]:
 
 
 # --- the numbers -----------------------------------------------------------------------------
+
+
+def test_overview_matches_the_ledger_and_the_queue_on_every_backend(
+    any_scenario: Scenario,
+) -> None:
+    data = DashboardData(Ledger(any_scenario.storage), any_scenario.open_queue)
+    with TestClient(create_app(data)) as client:
+        body = overview(client)
+    data.close()
+    with contextlib.closing(any_scenario.open_queue()) as queue:
+        stats = queue.stats()
+
+    assert body["summary"]["counts"] == EXPECTED
+    assert body["queue"]["pending"] == stats.pending == 4  # 2 queued, running, retrying
+    assert body["queue"]["dead_lettered"] == stats.dead_lettered == 1
+    (dead,) = body["dead_letters"]["messages"]
+    assert BAD_REASON in dead["reason"]
+    assert dead["task"] == "bad"
 
 
 def test_overview_counts_match_the_scenario_and_the_ledger(

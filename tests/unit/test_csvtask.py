@@ -390,6 +390,13 @@ def test_directory_is_refused(tmp_path: Path) -> None:
         transform_csv(tmp_path, tmp_path / "out.csv", 1)
 
 
+def test_fifo_is_refused_without_waiting(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe.csv"
+    os.mkfifo(fifo)
+    with pytest.raises(BadInput, match="pipe.csv: not a regular file$"):
+        transform_csv(fifo, tmp_path / "out.csv", 1)
+
+
 def test_output_may_not_be_the_input(tmp_path: Path) -> None:
     path = new_file(tmp_path, TUTORIAL_INPUT)
     for func in (transform_csv, process_csv):

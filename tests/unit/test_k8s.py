@@ -387,6 +387,7 @@ def test_the_metrics_port_adds_a_container_port_and_scrape_annotations(port: int
                 {"name": "metrics", "containerPort": port, "protocol": "TCP"}
             ]
             assert env_of(container)["CONVEYOR_METRICS_PORT"] == str(port)
+            assert env_of(container)["CONVEYOR_METRICS_HOST"] == "0.0.0.0"
             assert annotations == {
                 "prometheus.io/scrape": "true",
                 "prometheus.io/port": str(port),

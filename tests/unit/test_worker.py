@@ -145,6 +145,7 @@ def test_success_publishes_records_and_acks(env: Env) -> None:
     assert record.result == {"chars": 4}
     assert record.attempts == 1
     assert env.queue.stats().pending == 0
+    assert "extend" not in env.queue.request_counts()  # a fresh lease needs no proof
     assert [e.action for e in env.recorder.events] == [
         Action.RECEIVED,
         Action.STARTED,
@@ -583,3 +584,98 @@ def test_health_file_is_touched_every_round(env: Env, tmp_path: Path) -> None:
     env.worker(health_file=health).run_once()
 
     assert health.exists()
+
+
+# --- signals, logs, and the worker command's settings ----------------------------------------
+
+
+def test_a_signal_only_sets_the_stop_request() -> None:
+    import os
+    import signal
+
+    shutdown = Shutdown()
+    before = signal.getsignal(signal.SIGTERM)
+    with shutdown.installed():
+        os.kill(os.getpid(), signal.SIGTERM)
+        wait_until(shutdown.is_set)  # the handler runs between two bytecodes
+
+    assert shutdown.signals == 1
+    assert shutdown.signal_name == "SIGTERM"
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_json_logs_carry_the_job_fields_and_text_logs_read_well() -> None:
+    import io
+    import logging
+
+    from conveyor.events import LogObserver
+    from conveyor.logs import configure_logging
+
+    event = JobEvent(
+        Action.RETRYING, "job-1", "csv-process", 2, "w1", duration_s=0.5, reason="busy", delay_s=9
+    )
+    logger = logging.getLogger("conveyor")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    lines = {}
+    try:
+        for fmt in ("json", "text"):
+            stream = io.StringIO()
+            configure_logging(fmt, "INFO", stream)
+            LogObserver().job_event(event)
+            lines[fmt] = stream.getvalue().strip()
+    finally:
+        logger.handlers[:], logger.level, logger.propagate = saved
+
+    data = json.loads(lines["json"])
+    assert data["level"] == "warning"
+    assert (data["job_id"], data["action"], data["attempt"]) == ("job-1", "retrying", 2)
+    assert data["duration_s"] == 0.5
+    assert "job job-1 retrying: busy (again in 9 s)" in lines["text"]
+    assert "attempt=2" in lines["text"]
+    assert "job_id=" not in lines["text"]  # already in the message
+
+
+def test_worker_processes_get_the_same_settings_through_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    import conveyor.cli.worker as cli_worker
+    from conveyor.cli import cli
+
+    seen: list[Settings] = []
+    monkeypatch.setattr(cli_worker, "run_worker", lambda s: seen.append(s) or 0)
+    monkeypatch.setattr(cli_worker, "configure_logging", lambda *a: None)
+    args = [
+        "worker", f"--storage={tmp_path}", "--queue=sqlite:///q.db", "--visibility-timeout-s=90",
+        "--heartbeat-s=7", "--wait-s=1.5", "--batch-size=3", "--grace-s=12", "--until-empty",
+        "--empty-polls=4", "--max-jobs=9", "--max-idle-s=30", "--max-receive-count=6",
+        "--retry-base-s=2", "--retry-max-s=60", "--import=a.b", "--import=c.py",
+        f"--health-file={tmp_path / 'alive'}", "--log-format=json", "--log-level=debug",
+    ]  # fmt: skip
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    from_flags = seen.pop()
+    env = cli_worker.child_environment(from_flags.with_(processes=4))
+
+    result = CliRunner().invoke(cli, ["worker"], env=env)
+
+    assert result.exit_code == 0, result.output
+    assert seen.pop() == from_flags
+    assert from_flags.wait_s == 1.5
+    assert from_flags.imports == ("a.b", "c.py")
+
+
+def test_sqlite_gets_a_short_default_wait(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    import conveyor.cli.worker as cli_worker
+    from conveyor.cli import cli
+
+    seen: list[Settings] = []
+    monkeypatch.setattr(cli_worker, "run_worker", lambda s: seen.append(s) or 0)
+    monkeypatch.setattr(cli_worker, "configure_logging", lambda *a: None)
+
+    CliRunner().invoke(cli, ["worker", f"--storage={tmp_path}"])
+    CliRunner().invoke(cli, ["worker", "--queue=https://sqs.us-east-1.amazonaws.com/1/q"])
+
+    assert [s.wait_s for s in seen] == [2.0, 20.0]

@@ -145,6 +145,9 @@ def submit(
         ledger = Ledger(store)
         try:
             jobs = submitter.submit_all(queue, ledger, names, echo=not options["as_json"])
+            # The sends count too in `conveyor status`'s requests by kind (SQS bills them).
+            if counts := queue.request_counts():
+                ledger.record_worker_stats(ledger.writer, counts)
         finally:
             ledger.close()
     if options["as_json"]:
@@ -384,6 +387,9 @@ def _show_summary(
         f"rate:      {summary.rate_last_minute_per_s:.2f} jobs/s over the last minute"
         + (f", {overall:.2f} jobs/s overall" if overall is not None else "")
     )
+    if summary.oldest_queued_age_s is not None:
+        age_s = summary.oldest_queued_age_s
+        click.echo(f"waiting:   the oldest queued job was submitted {age_s:,.0f} s ago")
     if stats is not None:
         click.echo(
             f"queue:     {stats.visible:,} visible  {stats.in_flight:,} in flight  "
@@ -393,7 +399,7 @@ def _show_summary(
         click.echo(f"queue:     unavailable ({queue_error})")
     if summary.queue_requests:
         requests = "  ".join(f"{k} {v:,}" for k, v in sorted(summary.queue_requests.items()))
-        click.echo(f"requests:  {requests}  (queue requests by kind, from the workers)")
+        click.echo(f"requests:  {requests}  (queue requests by kind: workers and submits)")
     if summary.recent_failures:
         click.echo("failures:")
         for failure in summary.recent_failures:

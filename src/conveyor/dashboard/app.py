@@ -186,6 +186,7 @@ def _page(title: str, body: str) -> str:
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         f"<title>{html.escape(title)} · conveyor</title>"
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        '<link rel="icon" href="data:,">'
         '<link rel="stylesheet" href="/static/dashboard.css"></head>'
         '<body><header class="top"><a class="brand" href="/">conveyor</a>'
         '<span class="sub">job record</span></header>'

@@ -177,5 +177,5 @@ def baseline_counts(totals: Mapping[str, int], recent: Iterable[JobRecord]) -> d
     Never negative: the totals and the records are read a moment apart, so a job may
     already show its new state in one and not yet in the other.
     """
-    moved = Counter(record.state.value for record in recent)
+    moved = Counter(str(record.state) for record in recent)  # str(): .value is slow
     return {name: max(0, totals.get(name, 0) - moved[name]) for name in _STATES}

@@ -110,7 +110,11 @@ def _env(deploy: Deployment, *, worker: bool) -> list[Manifest]:
             ("CONVEYOR_HEALTH_FILE", HEALTH_FILE),
         ]
         if work.metrics_port is not None:
-            env.append(("CONVEYOR_METRICS_PORT", str(work.metrics_port)))
+            # The worker binds 127.0.0.1 by default; the scraper reaches the pod's IP.
+            env += [
+                ("CONVEYOR_METRICS_PORT", str(work.metrics_port)),
+                ("CONVEYOR_METRICS_HOST", "0.0.0.0"),  # noqa: S104
+            ]
     region = deploy.region
     if queue is not None and region is not None:
         env += [("AWS_REGION", region), ("AWS_DEFAULT_REGION", region)]
