@@ -46,8 +46,9 @@ _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 # One regex match per character that matters to nesting, so the depth scan is linear.
 _NESTING_CHARS = re.compile(r'["\\\[\]{}]')
 
-_REQUIRED = ("v", "job_id", "task", "input", "output", "seed", "submitted_at")
-_KNOWN = frozenset((*_REQUIRED, "params", "params_ref"))
+_REQUIRED = ("v", "job_id", "task", "input", "seed", "submitted_at")
+# `output` may be absent or null: a job that publishes nothing (its effect is elsewhere).
+_KNOWN = frozenset((*_REQUIRED, "output", "params", "params_ref"))
 
 
 class JobState(enum.StrEnum):
@@ -107,7 +108,8 @@ class Job:
     ``params`` must be a JSON object (str keys; str, int, finite float, bool, None, list and
     dict values) and is treated as read-only. When the params were claim-checked,
     ``params`` is empty and ``params_ref`` says where they are (:func:`decode_from_queue`
-    loads them).
+    loads them). ``output`` is None for a job that publishes no file (a no-op, or a task
+    whose effect lies elsewhere): the worker then publishes nothing.
 
     Raises:
         BadMessage: a field is missing, of the wrong type or out of range; the reason
@@ -115,7 +117,7 @@ class Job:
     """
 
     task: str
-    output: str
+    output: str | None = None
     input: str | None = None
     params: dict[str, Any] = field(default_factory=dict, hash=False)
     seed: int = field(default_factory=new_seed)
@@ -204,7 +206,7 @@ class Job:
             job_id=data["job_id"],
             task=data["task"],
             input=data["input"],
-            output=data["output"],
+            output=data.get("output"),
             params=data.get("params", {}),
             seed=data["seed"],
             submitted_at=data["submitted_at"],
@@ -411,7 +413,8 @@ def _check_job(job: Job) -> None:
         )
     if job.input is not None:
         _check_path("input", job.input)
-    _check_path("output", job.output)
+    if job.output is not None:
+        _check_path("output", job.output)
     if type(job.seed) is not int or not 0 <= job.seed <= MAX_SEED:
         raise BadMessage(f"bad message: field 'seed': {_short(job.seed)} is not in 0..2**63-1")
     when = job.submitted_at

@@ -1,7 +1,7 @@
 """The job ledger: every job's state, on the shared storage, safe with many writers on NFS.
 
-Each writer process appends events to its own log and to its own small file per job; readers
-fold events into records. Files are only ever appended to, each by one writer.
+Each writer process appends events to its own logs, one per shard of job ids; readers fold
+events into records. Files are only ever appended to, each by one writer.
 """
 
 from __future__ import annotations
@@ -16,26 +16,35 @@ import socket
 import threading
 import time
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from conveyor.errors import BadInput
+from conveyor.errors import BadInput, ConfigError
 from conveyor.jobs import TERMINAL, Job, JobState
 from conveyor.storage import Storage, atomic_output, check_job_id, storage_error
 
 # On-disk layout, under <root>/_conveyor/ledger/:
 #
-#   log/<writer>.log                 every event of one writer, one line each
-#   jobs/<shard>/<job_id>~<writer>.ev  one writer's events for one job (the same lines)
-#   stats/<writer>.json              one writer's counters, replaced atomically
+#   format                     {"format": 2, "shards": 64}, written by the first writer
+#   log/<shard>/<writer>.log   one writer's events for the jobs of one shard, one line each
+#   stats/<writer>.json        one writer's counters, replaced atomically
 #
+# <shard> is two hex digits of crc32(job_id) mod 64: get() reads only its shard's logs (a
+# 64th of the events) and a summary folds them all. A writer keeps its shard logs open, so
+# an event costs one write() (a batch, one per shard it touches), not a file create.
 # A line is `t \t job_id \t kind \t attempt \t writer \t seq \t {json extras} \n`: tab-split
 # fields so a summary folds an event without parsing JSON; the extras (task, paths, seed,
 # worker, error, result) are parsed only for the records shown. `kind` is a JobState value
 # or "redrive". One writer per file means no locks, no reliance on O_APPEND across NFS
 # clients, and no torn lines from interleaving.
+
+#: The on-disk format this code writes and reads (format 1: a log per writer plus a file
+#: per job and writer, `jobs/`; not read any more).
+FORMAT = 2
+#: Job-id shards: each writer has up to this many log files open.
+SHARDS = 64
 
 #: Errors longer than this are cut (the ledger holds reasons, not logs).
 MAX_ERROR_CHARS = 4000
@@ -53,6 +62,9 @@ _GROUPS = {"queued": 0, "running": 1, "retrying": 1, "failed": 2, "succeeded": 2
 _TERMINAL_RANK = {"failed": 0, "succeeded": 1}
 _KIND_NAMES = {kind: kind for kind in _GROUPS}
 _READ_CHUNK_BYTES = 16 * 1024 * 1024
+_FORMAT_FILE = "format"
+_FORMAT_TEXT = json.dumps({"format": FORMAT, "shards": SHARDS}, sort_keys=True) + "\n"
+_SHARD_NAMES = frozenset(f"{n:02x}" for n in range(SHARDS))
 
 # Built once: json.dumps with options builds a new encoder per call. ensure_ascii (the
 # default) keeps raw newlines, tabs and lone surrogates out of a line.
@@ -398,28 +410,37 @@ class _Folder:
 
     def __init__(self) -> None:
         self.folds: dict[str, _Fold] = {}
+        #: Bytes folded so far, by log file (``<shard>/<writer>.log``).
         self.offsets: dict[str, int] = {}
         self.writers: dict[str, str] = {}
         self.events = 0
         self.corrupt = 0
 
-    def read_logs(self, log_dir: Path) -> set[str]:
+    def read_logs(self, log_dir: str) -> set[str]:
         """Fold what was appended since the last call; return the redriven jobs touched."""
         touched: set[str] = set()
         try:
-            names = sorted(n for n in os.listdir(log_dir) if n.endswith(".log"))
+            shards = sorted(name for name in os.listdir(log_dir) if name in _SHARD_NAMES)
         except FileNotFoundError:
             return touched
-        for name in names:
-            self._read_log(log_dir / name, name, touched)
-        for gone in set(self.offsets) - set(names):
+        seen: set[str] = set()
+        for shard in shards:
+            for name in _log_names(f"{log_dir}/{shard}"):
+                key = f"{shard}/{name}"
+                seen.add(key)
+                self._read_log(f"{log_dir}/{key}", key, touched)
+        for gone in set(self.offsets) - seen:
             del self.offsets[gone]
         return touched
 
-    def _read_log(self, path: Path, name: str, touched: set[str]) -> None:
+    def writer_count(self) -> int:
+        """How many writers' logs were read (each writer has a log per shard it wrote)."""
+        return len({key.partition("/")[2] for key in self.offsets})
+
+    def _read_log(self, path: str, name: str, touched: set[str]) -> None:
         offset = self.offsets.get(name, 0)
         try:
-            log = path.open("rb")
+            log = open(path, "rb")  # noqa: SIM115 - closed by the with block below
         except FileNotFoundError:
             return
         with log:
@@ -494,25 +515,27 @@ class Ledger:
     """The job ledger under ``<root>/_conveyor/ledger/``, shared by every machine.
 
     Writing: each process is one *writer* (``writer`` must be unique to the process; the
-    default is) with its own log file, so writers never contend and nothing relies on file
-    locks or on append atomicity across NFS clients. An event is also appended to the
-    writer's own file for that job (``jobs/<shard>/<job_id>~<writer>.ev``), so :meth:`get`
-    lists one small shard directory and reads only that job's files. Files are only ever
-    appended to; readers skip a torn last line.
+    default is) with its own log file per shard of job ids (``log/<shard>/<writer>.log``),
+    so writers never contend and nothing relies on file locks or on append atomicity across
+    NFS clients. The logs stay open: an event costs one ``write()``, and a batch
+    (:meth:`record_many`) one per shard it touches. Files are only ever appended to;
+    readers skip a torn last line.
 
     Durability: :meth:`record` returns once the event is written to the OS (it survives the
     process being killed, and is visible at once on this machine). No fsync per event (that
-    would cost milliseconds on EFS): the log is fsync'ed at most every ``sync_every_s``
-    during writes, and on :meth:`sync` and :meth:`close`. On NFS, a job file is closed
-    after each event, so ``get`` from any machine sees the event at once (close-to-open
-    consistency); the log reaches other machines' summaries after the next sync. A machine
-    crash can lose the events since the last sync; the queue, not the ledger, decides what
-    runs again.
+    would cost milliseconds on EFS): the logs written since the last sync are fsync'ed at
+    most every ``sync_every_s`` during writes, and on :meth:`sync` and :meth:`close`; other
+    machines (NFS) see an event after that sync. A machine crash can lose the events since
+    the last sync; the queue, not the ledger, decides what runs again.
 
-    Reading: :meth:`summary` and :meth:`jobs` fold every log, keeping what they read, so
-    calling them again on the same instance reads only new events.
+    Reading: :meth:`get` reads its job's shard only (a 64th of the events).
+    :meth:`summary` and :meth:`jobs` fold every log, keeping what they read, so calling
+    them again on the same instance reads only new events.
 
     One instance may be shared by threads. After a fork the child becomes a new writer.
+
+    Raises (any method touching the files):
+        ConfigError: the ledger on the storage is in another format (an older conveyor's).
     """
 
     def __init__(
@@ -525,13 +548,15 @@ class Ledger:
         self.storage = storage if isinstance(storage, Storage) else Storage(storage)
         self.directory = self.storage.state_dir / "ledger"
         # Plain strings on the write path: pathlib costs more than the system calls.
-        self._jobs_root = os.path.join(self.directory, "jobs")
+        self._log_root = os.path.join(self.directory, "log")
         self._given_writer = None if writer is None else check_writer_id(writer)
         self.writer = self._given_writer or new_writer_id()
         self.sync_every_s = sync_every_s
         self._pid = os.getpid()
-        self._log_fd: int | None = None
-        self._jobs_fd: int | None = None
+        self._fds: dict[str, int] = {}  # shard -> this writer's open log in it
+        self._unsynced: set[int] = set()  # descriptors written since their last fsync
+        self._log_dir_fd: int | None = None
+        self._format_ok = False
         self._seq = 0
         self._last_sync = time.monotonic()
         self._write_lock = threading.Lock()
@@ -644,23 +669,25 @@ class Ledger:
                 raise storage_error(exc, f"cannot write {final}") from exc
 
     def sync(self) -> None:
-        """Make every event recorded so far durable (fsync this writer's log)."""
+        """Make every event recorded so far durable (fsync this writer's logs)."""
         with self._write_lock:
             self._sync_locked()
 
     def close(self) -> None:
-        """Sync and close this writer's log. Idempotent; a later write reopens it."""
+        """Sync and close this writer's logs. Idempotent; a later write reopens them."""
         with self._write_lock:
-            if self._log_fd is not None:
+            if self._fds:
                 self._sync_locked()
             self._close_fds()
 
     def _close_fds(self) -> None:
-        for fd in (self._log_fd, self._jobs_fd):
+        for fd in (*self._fds.values(), self._log_dir_fd):
             if fd is not None:
                 with contextlib.suppress(OSError):
                     os.close(fd)
-        self._log_fd = self._jobs_fd = None
+        self._fds.clear()
+        self._unsynced.clear()
+        self._log_dir_fd = None
 
     def __enter__(self) -> Ledger:
         return self
@@ -669,9 +696,13 @@ class Ledger:
         self.close()
 
     def _write(self, items: Iterable[tuple[str, str, int, float | None, str]]) -> None:
-        """Write events given as (job_id, kind, attempt, at, extras JSON); hold the lock."""
+        """Write events given as (job_id, kind, attempt, at, extras JSON); hold the lock.
+
+        Every event is checked before any is written, then each shard gets one write.
+        """
         self._check_fork()
-        lines: list[bytes] = []
+        by_shard: dict[str, list[str]] = {}
+        writer = self.writer
         for job_id, kind, attempt, at, rest in items:
             check_job_id(job_id)
             if type(attempt) is not int or attempt < 0:
@@ -680,73 +711,119 @@ class Ledger:
             if not math.isfinite(when) or when < 0:
                 raise BadInput(f"bad event time {at!r}")
             self._seq += 1
-            line = f"{when:.6f}\t{job_id}\t{kind}\t{attempt}\t{self.writer}\t{self._seq}\t{rest}\n"
-            data = line.encode()
-            self._append_job_file(f"{_shard(job_id)}/{job_id}~{self.writer}.ev", data)
-            lines.append(data)
-        if lines:
-            self._append_log(b"".join(lines))
-
-    def _append_job_file(self, rel_path: str, line: bytes) -> None:
-        """Append one event to this writer's file for the job, creating it if needed."""
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
-        try:
-            try:
-                fd = os.open(rel_path, flags, 0o644, dir_fd=self._jobs_dir_fd())
-            except FileNotFoundError:  # a new shard directory, or jobs/ was recreated
-                self._close_fds()
-                os.makedirs(os.path.dirname(f"{self._jobs_root}/{rel_path}"), exist_ok=True)
-                fd = os.open(rel_path, flags, 0o644, dir_fd=self._jobs_dir_fd())
-        except OSError as exc:
-            raise storage_error(exc, f"cannot write {self._jobs_root}/{rel_path}") from exc
-        try:
-            _write_all(fd, line)
-        except OSError as exc:
-            raise storage_error(exc, f"cannot write {self._jobs_root}/{rel_path}") from exc
-        finally:
-            os.close(fd)
-
-    def _jobs_dir_fd(self) -> int:
-        """A descriptor of ``jobs/``: opening relative to it skips walking the root's path."""
-        if self._jobs_fd is None:
-            os.makedirs(self._jobs_root, exist_ok=True)
-            self._jobs_fd = os.open(self._jobs_root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        return self._jobs_fd
-
-    def _append_log(self, data: bytes) -> None:
-        if self._log_fd is None:
-            log_dir = self.directory / "log"
-            try:
-                log_dir.mkdir(parents=True, exist_ok=True)
-                self._log_fd = os.open(
-                    log_dir / f"{self.writer}.log",
-                    os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
-                    0o644,
-                )
-                # A writer id reused after a crash: end the torn line, don't extend it.
-                size = os.fstat(self._log_fd).st_size
-                if size and os.pread(self._log_fd, 1, size - 1) != b"\n":
-                    data = b"\n" + data
-            except OSError as exc:
-                raise storage_error(exc, f"cannot open the ledger log in {log_dir}") from exc
-        try:
-            _write_all(self._log_fd, data)
-        except OSError as exc:
-            raise storage_error(exc, "cannot append to the ledger log") from exc
+            line = f"{when:.6f}\t{job_id}\t{kind}\t{attempt}\t{writer}\t{self._seq}\t{rest}\n"
+            shard = _shard(job_id)
+            lines = by_shard.get(shard)
+            if lines is None:
+                by_shard[shard] = [line]
+            else:
+                lines.append(line)
+        if not by_shard:
+            return
+        if not self._format_ok:
+            self._check_format(create=True)
+        for shard, lines in by_shard.items():
+            self._append(shard, "".join(lines).encode())
         if time.monotonic() - self._last_sync >= self.sync_every_s:
             self._sync_locked()
 
+    def _append(self, shard: str, data: bytes) -> None:
+        """Append whole lines to this writer's log in ``shard``, opening it if needed."""
+        fd = self._fds.get(shard)
+        if fd is None:
+            fd, data = self._open_log(shard, data)
+        try:
+            _write_all(fd, data)
+        except OSError as exc:
+            raise storage_error(exc, f"cannot append to {self._log_path(shard)}") from exc
+        self._unsynced.add(fd)
+
+    def _open_log(self, shard: str, data: bytes) -> tuple[int, bytes]:
+        """Open (creating) this writer's log in ``shard``; ``data`` gains a newline first if
+        the log ends in a torn line (a writer id reused after a crash: end it, don't extend
+        it)."""
+        rel = f"{shard}/{self.writer}.log"
+        flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+        try:
+            try:
+                fd = os.open(rel, flags, 0o644, dir_fd=self._log_dir())
+            except FileNotFoundError:  # a new shard directory, or log/ was recreated
+                self._close_fds()
+                os.makedirs(f"{self._log_root}/{shard}", exist_ok=True)
+                fd = os.open(rel, flags, 0o644, dir_fd=self._log_dir())
+        except OSError as exc:
+            raise storage_error(exc, f"cannot open {self._log_path(shard)}") from exc
+        self._fds[shard] = fd
+        try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                data = b"\n" + data
+        except OSError as exc:
+            raise storage_error(exc, f"cannot read {self._log_path(shard)}") from exc
+        return fd, data
+
+    def _log_dir(self) -> int:
+        """A descriptor of ``log/``: opening relative to it skips walking the root's path."""
+        if self._log_dir_fd is None:
+            os.makedirs(self._log_root, exist_ok=True)
+            flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+            self._log_dir_fd = os.open(self._log_root, flags)
+        return self._log_dir_fd
+
+    def _log_path(self, shard: str) -> str:
+        return f"{self._log_root}/{shard}/{self.writer}.log"
+
     def _sync_locked(self) -> None:
         self._last_sync = time.monotonic()
-        if self._log_fd is None:
-            return
+        while self._unsynced:
+            fd = self._unsynced.pop()
+            try:
+                os.fsync(fd)
+            except OSError as exc:
+                raise storage_error(exc, "cannot sync the ledger log") from exc
+
+    def _check_format(self, *, create: bool) -> None:
+        """Refuse a ledger in another format; a writer marks a new ledger with this one's.
+
+        Raises:
+            ConfigError: the ledger was written in another format (format 1 has ``jobs/``).
+            StorageError: the format file cannot be read or written.
+        """
+        path = os.path.join(self.directory, _FORMAT_FILE)
         try:
-            os.fsync(self._log_fd)
+            with open(path, encoding="utf-8", errors="replace") as file:
+                text: str | None = file.read()
+        except FileNotFoundError:
+            text = None
         except OSError as exc:
-            raise storage_error(exc, "cannot sync the ledger log") from exc
+            raise storage_error(exc, f"cannot read {path}") from exc
+        if text is None and os.path.isdir(os.path.join(self.directory, "jobs")):
+            text = '{"format": 1}'
+        if text is None:
+            if not create:
+                return  # no ledger yet: nothing to refuse, and a reader creates nothing
+            try:
+                os.makedirs(self.directory, exist_ok=True)
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            except FileExistsError:
+                return self._check_format(create=False)  # another writer just created it
+            except OSError as exc:
+                raise storage_error(exc, f"cannot create {path}") from exc
+            try:
+                _write_all(fd, _FORMAT_TEXT.encode())
+            finally:
+                os.close(fd)
+        elif text.strip() and text.strip() != _FORMAT_TEXT.strip():
+            raise ConfigError(
+                f"the job ledger in {self.directory} has another format ({text.strip()[:60]}) "
+                f"than this conveyor's {_FORMAT_TEXT.strip()}: move that directory away "
+                "(or use the conveyor that wrote it)"
+            )
+        self._format_ok = True  # an empty file is one being written: the same format
+        return None
 
     def _check_fork(self) -> None:
-        """A forked child must not share its parent's log file: it becomes a new writer."""
+        """A forked child must not share its parent's logs: it becomes a new writer."""
         pid = os.getpid()
         if pid == self._pid:
             return
@@ -759,14 +836,16 @@ class Ledger:
     # --- reading -------------------------------------------------------------------------
 
     def get(self, job_id: str) -> JobRecord | None:
-        """The job's record, reading only that job's event files; None if it has none.
+        """The job's record, reading only its shard's logs; None if it has no events.
 
         Raises:
             BadInput: the job id is malformed.
-            StorageError: the job's directory exists but cannot be read.
+            StorageError: the shard's directory exists but cannot be read.
+            ConfigError: the ledger is in another format.
         """
         events = self._job_events(check_job_id(job_id))
         if not events:
+            self._check_format(create=False)  # an old ledger: say so, not "no such job"
             return None
         fold = _fold_in_time_order(job_id, events)
         return fold.record() if fold.kind else None
@@ -819,7 +898,7 @@ class Ledger:
                     max(0.0, now - oldest_queued) if oldest_queued < math.inf else None
                 ),
                 queue_requests=self._queue_requests(),
-                writers=len(self._folder.offsets),
+                writers=self._folder.writer_count(),
                 events=self._folder.events,
                 corrupt_lines=self._folder.corrupt,
             )
@@ -837,9 +916,11 @@ class Ledger:
             return [fold.record() for fold in chosen]
 
     def _refresh(self) -> dict[str, _Fold]:
-        touched = self._folder.read_logs(self.directory / "log")
+        if not self._format_ok:
+            self._check_format(create=False)
+        touched = self._folder.read_logs(self._log_root)
         for job_id in touched:
-            # Redrives depend on time order: fold such a job again from its own files.
+            # Redrives depend on time order: fold such a job again from its shard.
             fold = _fold_in_time_order(job_id, self._job_events(job_id))
             if fold.kind:
                 fold.redriven = True
@@ -847,39 +928,36 @@ class Ledger:
         return self._folder.folds
 
     def _job_events(self, job_id: str) -> list[_Event]:
-        """Every event in the job's files (one per writer); torn last lines skipped."""
-        directory = f"{self._jobs_root}/{_shard(job_id)}"
-        prefix = f"{job_id}~"
-        try:
-            names = [name for name in os.listdir(directory) if name.startswith(prefix)]
-        except FileNotFoundError:
-            return []
-        except OSError as exc:
-            raise storage_error(exc, f"cannot list {directory}") from exc
-        events = []
-        for name in names:
+        """Every event of the job in its shard's logs (one per writer); torn lines skipped."""
+        directory = f"{self._log_root}/{_shard(job_id)}"
+        needle = f"\t{job_id}\t".encode()
+        events: list[_Event] = []
+        for name in _log_names(directory):
             try:
                 with open(f"{directory}/{name}", "rb") as file:
-                    text = file.read().decode("utf-8", "replace")
+                    data = file.read()
             except FileNotFoundError:
                 continue
             except OSError as exc:
                 raise storage_error(exc, f"cannot read {directory}/{name}") from exc
-            for line in text.split("\n")[:-1]:  # the part after the last newline is torn
-                event = _parse_line(line)
-                if event is not None and event[1] == job_id:
-                    events.append(event)
+            events.extend(_events_in(data, job_id, needle))
         return events
 
     def job_files(self, job_id: str) -> list[Path]:
-        """The files holding the job's events (one per writer that recorded it)."""
-        directory = Path(self._jobs_root) / _shard(check_job_id(job_id))
-        try:
-            return sorted(
-                directory / n for n in os.listdir(directory) if n.startswith(f"{job_id}~")
-            )
-        except FileNotFoundError:
-            return []
+        """The log files holding the job's events (one per writer that recorded it).
+
+        They hold other jobs' events too (those of its shard): filter lines by job id, or
+        use :func:`fold_events`.
+        """
+        directory = f"{self._log_root}/{_shard(check_job_id(job_id))}"
+        needle = f"\t{job_id}\t".encode()
+        files = []
+        for name in _log_names(directory):
+            path = Path(directory, name)
+            with contextlib.suppress(FileNotFoundError):
+                if any(True for _ in _events_in(path.read_bytes(), job_id, needle)):
+                    files.append(path)
+        return sorted(files)
 
     def _queue_requests(self) -> dict[str, int]:
         totals: dict[str, int] = {}
@@ -907,11 +985,37 @@ def _failure(fold: _Fold) -> Failure:
 
 
 def _shard(job_id: str) -> str:
-    """Three hex digits of a hash: 4,096 directories, so none grows large.
+    """The job's shard: two hex digits of crc32(job_id) mod 64 (stable across machines).
 
     A hash, not a prefix of the id: time-sortable ids share their leading characters.
     """
-    return f"{zlib.crc32(job_id.encode()) & 0xFFF:03x}"
+    return f"{zlib.crc32(job_id.encode()) % SHARDS:02x}"
+
+
+def _log_names(directory: str) -> list[str]:
+    """The writers' log files in a shard directory (none if it does not exist)."""
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise storage_error(exc, f"cannot list {directory}") from exc
+    return [name for name in names if name.endswith(".log") and not name.startswith(".")]
+
+
+def _events_in(data: bytes, job_id: str, needle: bytes) -> Iterator[_Event]:
+    """The job's events among a log's whole lines, found by searching for ``needle``
+    (``\\t<job_id>\\t``) rather than parsing every line of the shard."""
+    at = data.find(needle)
+    while at >= 0:
+        start = data.rfind(b"\n", 0, at) + 1
+        end = data.find(b"\n", at)
+        if end < 0:
+            return  # a torn last line
+        event = _parse_line(data[start:end].decode("utf-8", "replace"))
+        if event is not None and event[1] == job_id:
+            yield event
+        at = data.find(needle, end)
 
 
 def _extras(

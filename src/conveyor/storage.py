@@ -17,6 +17,8 @@ from conveyor.settings import STATE_DIR
 
 #: Prefix of temporary files; readers and listings skip names starting with it.
 TEMP_PREFIX = ".conveyor-tmp-"
+#: Random bytes in a temporary file's name (as hex, between the prefix and the final name).
+_TEMP_TOKEN_BYTES = 6
 
 
 def fsync_dir(directory: Path) -> None:
@@ -41,7 +43,11 @@ def storage_error(exc: OSError, what: str) -> StorageError:
 
 
 @contextlib.contextmanager
-def atomic_output(final: Path, before_publish: Callable[[], None] | None = None) -> Iterator[Path]:
+def atomic_output(
+    final: Path,
+    before_publish: Callable[[], None] | None = None,
+    fault: Callable[[str, Path], None] | None = None,
+) -> Iterator[Path]:
     """Yield a temporary path beside ``final``; publish it there atomically on success.
 
     The caller writes the temporary file and closes it. On a normal exit the file is
@@ -49,6 +55,10 @@ def atomic_output(final: Path, before_publish: Callable[[], None] | None = None)
     raising aborts), the file is renamed over ``final`` and the directory fsync'ed. On any
     exception the temporary file is removed and ``final`` is untouched, so no reader ever
     sees a partial output.
+
+    ``fault`` is the fault suite's crash hook (:mod:`conveyor.faults`, tests only): it is
+    called with ``"mid_write"``, ``"after_fsync"`` and ``"after_rename"`` and the temporary
+    path at those steps.
 
     Raises:
         StorageFull: the disk filled up.
@@ -59,22 +69,37 @@ def atomic_output(final: Path, before_publish: Callable[[], None] | None = None)
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise storage_error(exc, f"cannot create {directory}") from exc
-    temp = directory / f"{TEMP_PREFIX}{secrets.token_hex(6)}-{final.name}"
+    temp = directory / f"{TEMP_PREFIX}{secrets.token_hex(_TEMP_TOKEN_BYTES)}-{final.name}"
+    try:
+        # Created before the task runs (a task that writes nothing publishes it empty), so
+        # a temporary file that vanishes before the rename, removed by the cleanup after a
+        # crash (remove_temps), fails this publication instead of publishing nothing.
+        os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666))
+    except OSError as exc:
+        raise storage_error(exc, f"cannot write {final}") from exc
     try:
         yield temp
+        if fault is not None:
+            fault("mid_write", temp)
         try:
             fd = os.open(temp, os.O_RDONLY)
         except FileNotFoundError:
-            temp.touch()  # the task wrote nothing: publish an empty output
-            fd = os.open(temp, os.O_RDONLY)
+            raise StorageError(
+                f"cannot publish {final}: its temporary file was removed (a cleanup after a "
+                "crash); the job is retried"
+            ) from None
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
+        if fault is not None:
+            fault("after_fsync", temp)
         if before_publish is not None:
             before_publish()
         os.replace(temp, final)
         fsync_dir(directory)
+        if fault is not None:
+            fault("after_rename", temp)
     except OSError as exc:
         _unlink_quietly(temp)
         raise storage_error(exc, f"cannot write {final}") from exc
@@ -86,6 +111,39 @@ def atomic_output(final: Path, before_publish: Callable[[], None] | None = None)
 def _unlink_quietly(path: Path) -> None:
     with contextlib.suppress(OSError):
         path.unlink()
+
+
+def remove_temps(final: Path) -> list[Path]:
+    """Remove the temporary files that writers of ``final`` left beside it when they died
+    (``kill -9`` mid-write leaves one; nothing else ever removes it).
+
+    Call it only while holding the job's lease after the previous holder's expired: a
+    writer still alive then cannot publish anyway, and :func:`atomic_output` makes a
+    removed temporary file fail its publication rather than publish a partial file.
+
+    Returns:
+        The files removed.
+    """
+    prefix, suffix = TEMP_PREFIX, f"-{final.name}"
+    token_chars = 2 * _TEMP_TOKEN_BYTES
+    removed: list[Path] = []
+    try:
+        names = os.listdir(final.parent)
+    except OSError:
+        return removed
+    for name in names:
+        token = name[len(prefix) : len(prefix) + token_chars]
+        if (
+            name.startswith(prefix)
+            and name[len(prefix) + token_chars :] == suffix
+            and len(token) == token_chars
+            and all(c in "0123456789abcdef" for c in token)
+        ):
+            path = final.parent / name
+            with contextlib.suppress(OSError):
+                path.unlink()
+                removed.append(path)
+    return removed
 
 
 # --- safe paths under the storage root ------------------------------------------------------

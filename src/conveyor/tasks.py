@@ -37,15 +37,17 @@ class TaskContext:
     Attributes:
         job: the message envelope.
         input_path: the job's input, resolved under the storage root (None if it has none).
-        output_path: where the output will be published.
+        output_path: where the output will be published, or None when the job has no
+            output (``job.output`` is null): the worker then publishes nothing.
         write_path: a temporary file beside ``output_path``: the task writes there and the
             worker publishes it atomically once the task returns (the task never renames).
+            None exactly when ``output_path`` is: such a job's task writes no file.
     """
 
     job: Job
     input_path: Path | None
-    output_path: Path
-    write_path: Path
+    output_path: Path | None
+    write_path: Path | None
     lease_check: Callable[[], None] = field(default=_lease_always_held, repr=False)
 
     @property
@@ -229,11 +231,13 @@ def csv_process(ctx: TaskContext) -> dict[str, object]:
     """The tutorial's job: ``ID,Value`` in, ``ID,Value,ProcessedValue`` out, seeded.
 
     Raises:
-        BadInput: the job has no input, has params (this task takes none), or the CSV is
-            malformed.
+        BadInput: the job has no input or no output, has params (this task takes none), or
+            the CSV is malformed.
     """
     if ctx.input_path is None:
         raise BadInput("task csv-process needs an input CSV file")
+    if ctx.write_path is None:
+        raise BadInput("task csv-process needs an output path (the job's output is null)")
     if ctx.params:
         raise BadInput(f"task csv-process takes no params; got {', '.join(sorted(ctx.params))}")
     # Imported here: polars loads only in processes that run this task.

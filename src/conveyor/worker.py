@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from queue import SimpleQueue
 from typing import Protocol
 
 from conveyor.errors import (
@@ -31,12 +32,14 @@ from conveyor.errors import (
     TransientTaskError,
 )
 from conveyor.events import Action, JobEvent, JobObserver, LogObserver
+from conveyor.faults import FaultPoint, FaultPoints
 from conveyor.jobs import Job, JobState, decode_from_queue
-from conveyor.ledger import Ledger, LedgerEvent
+from conveyor.ledger import JobRecord, Ledger, LedgerEvent
 from conveyor.queues.base import MAX_BATCH, Queue, Received
+from conveyor.reconcile import DeadLetterWatch
 from conveyor.settings import EXIT_INTERRUPTED, EXIT_OK, Settings
 from conveyor.stop import LoopState, Shutdown, StopPolicy, policy_from_settings
-from conveyor.storage import Storage, atomic_output, check_job_id
+from conveyor.storage import Storage, atomic_output, check_job_id, remove_temps
 from conveyor.tasks import TaskContext, TaskFunction, TaskRegistry, TaskResult, default_registry
 
 log = logging.getLogger("conveyor.worker")
@@ -128,30 +131,72 @@ class _GraceExpired(Exception):
     """The grace period after a stop request ended while a task was still running."""
 
 
-class _TaskThread(threading.Thread):
-    """Runs one task call; a daemon, so a task still running at exit cannot hold it up."""
+class _Call:
+    """One task call handed to the task thread: its outcome, and an event set when done."""
+
+    __slots__ = ("ctx", "done", "error", "func", "result")
 
     def __init__(self, func: TaskFunction, ctx: TaskContext) -> None:
-        super().__init__(name=f"task-{ctx.job.job_id}", daemon=True)
-        self._func = func
-        self._ctx = ctx
+        self.func = func
+        self.ctx = ctx
         self.done = threading.Event()
         self.result: TaskResult = None
         self.error: BaseException | None = None
 
     def run(self) -> None:
         try:
-            self.result = self._func(self._ctx)
+            self.result = self.func(self.ctx)
         except BaseException as exc:  # a task's SystemExit too: it must not end the worker
             self.error = exc
         finally:
             self.done.set()
 
 
+def _serve(inbox: SimpleQueue[_Call | None]) -> None:
+    """The task thread's loop: run calls one after another until told to stop (None)."""
+    while (call := inbox.get()) is not None:
+        call.run()
+
+
+class _TaskRunner:
+    """A long-lived daemon thread that runs the worker's tasks, one at a time.
+
+    A thread per job cost more than a short job itself. A daemon, so a task still running
+    at exit cannot hold the process up; a task abandoned at the grace deadline keeps its
+    thread, and the next call gets a fresh one.
+    """
+
+    def __init__(self) -> None:
+        self._inbox: SimpleQueue[_Call | None] | None = None
+        self._current: _Call | None = None
+
+    def submit(self, func: TaskFunction, ctx: TaskContext) -> _Call:
+        """Start ``func(ctx)`` on the task thread; wait on the returned call's ``done``."""
+        busy = self._current is not None and not self._current.done.is_set()
+        if self._inbox is None or busy:
+            self.close()  # an abandoned task's thread exits once its task returns
+            self._inbox = SimpleQueue()
+            thread = threading.Thread(
+                target=_serve, args=(self._inbox,), name="conveyor-task", daemon=True
+            )
+            thread.start()
+        call = self._current = _Call(func, ctx)
+        assert self._inbox is not None
+        self._inbox.put(call)
+        return call
+
+    def close(self) -> None:
+        """Let the task thread exit after its current task; a later submit starts another."""
+        if self._inbox is not None:
+            self._inbox.put(None)
+            self._inbox = None
+
+
 class Worker:
     """Takes jobs off a queue and runs them, one at a time, safely.
 
-    Each task runs in a thread while the main thread keeps the leases of the round alive
+    Each task runs on a long-lived task thread while the main thread keeps the leases of
+    the round alive
     (every ``settings.heartbeat_s``), watches for a stop request and enforces the grace
     deadline. Every queue call happens on the main thread.
 
@@ -195,6 +240,11 @@ class Worker:
         self._margin_s = max(_LEASE_MARGIN_S, settings.visibility_timeout_s / 10)
         self._stop_seen_at: float | None = None
         self._reported_at = clock()
+        self._runner = _TaskRunner()
+        #: Test-only crash points (``CONVEYOR_TEST_CRASH_AT``, read once here); None normally.
+        self.faults = FaultPoints.from_env(os.environ)
+        #: Records jobs the queue dead-lettered by itself (their worker died) as failed.
+        self.dead_letters = DeadLetterWatch(queue, self.ledger, worker=self.name, clock=clock)
 
     # --- the loop ------------------------------------------------------------------------
 
@@ -211,6 +261,7 @@ class Worker:
         try:
             return self._loop(policy)
         finally:
+            self._runner.close()
             self._report_requests()
 
     def _loop(self, policy: StopPolicy) -> int:
@@ -224,9 +275,10 @@ class Worker:
                 jobs=jobs,
                 last_received=last_received,
                 idle_s=self._clock() - last_message_at,
-                pending=lambda: self.queue.stats().pending,
+                pending=self.dead_letters.pending,
             )
             if policy.should_stop(state):
+                self.dead_letters.poll(final=True)
                 log.info("finished: %d job(s) in %d round(s)", jobs, rounds)
                 return EXIT_OK
             result = self.run_once(policy.receive_limit(state))
@@ -235,6 +287,8 @@ class Worker:
             last_received = result.received
             if result.received:
                 last_message_at = self._clock()
+            elif not result.error and not result.interrupted:
+                self.dead_letters.poll()
             if self._clock() - self._reported_at >= _REPORT_EVERY_S:
                 self._report_requests()
             if result.interrupted:
@@ -291,7 +345,7 @@ class Worker:
         finally:
             result.interrupted = self._stopping()
             result.events.extend(self._release_unstarted(round_))
-            result.acked = self._ack(round_.acks)
+            result.acked = self._record_and_ack(round_)
         return result
 
     # --- one job -------------------------------------------------------------------------
@@ -329,19 +383,33 @@ class Worker:
         """Decode, check, run, publish, record; queue the ack. Raises on any failure."""
         received = lease.received
         job = lease.job = decode_from_queue(received.body, self.storage)
+        if self.faults is not None:
+            self.faults.hit(FaultPoint.AFTER_RECEIVE, job.job_id)
         func = self.registry.get(job.task)
         input_path = None if job.input is None else self.storage.resolve_input(job.input)
-        output_path = self.storage.resolve_output(job.output)
-        record = self.ledger.get(job.job_id)
-        if record is not None and record.state is JobState.SUCCEEDED and output_path.exists():
+        output_path = None if job.output is None else self.storage.resolve_output(job.output)
+        published = output_path is None or output_path.exists()
+        # The ledger is read (a 64th of it) only when that can change what happens: on a
+        # redelivery, or when the output is already there.
+        record = None
+        if received.receive_count > 1 or (output_path is not None and published):
+            record = self.ledger.get(job.job_id)
+        if record is not None and record.state is JobState.SUCCEEDED and published:
             round_.acks.append(received.lease)
             return self._emit(Action.SKIPPED, lease)
-        self._record(lease, JobState.RUNNING)
+        self._note_crashed_attempt(lease, record, output_path)
+        round_.defer(self._event(lease, JobState.RUNNING))
+        # With the previous job's deferred success, in one call; a job that cannot be
+        # recorded as running does not run (StorageError: retried later).
+        self._write_records(round_)
         self._emit(Action.STARTED, lease)
         started = self._clock()
         task_result = self._execute(func, input_path, output_path, lease, round_)
         duration_s = self._clock() - started
-        self._record(lease, JobState.SUCCEEDED, result=task_result)
+        round_.defer(self._event(lease, JobState.SUCCEEDED, result=task_result))
+        if self.faults is not None:
+            self._write_records(round_)  # the crash below must find the success recorded
+            self.faults.hit(FaultPoint.AFTER_LEDGER, job.job_id)
         round_.acks.append(received.lease)
         return self._emit(Action.SUCCEEDED, lease, duration_s=duration_s, result=task_result)
 
@@ -349,34 +417,43 @@ class Worker:
         self,
         func: TaskFunction,
         input_path: Path | None,
-        output_path: Path,
+        output_path: Path | None,
         lease: _Lease,
         round_: _Round,
     ) -> TaskResult:
-        """Run the task in a thread while this thread heartbeats; publish if still leased."""
-        assert lease.job is not None
-        with atomic_output(output_path, before_publish=lambda: self._confirm(lease)) as temp:
-            ctx = TaskContext(
-                job=lease.job,
-                input_path=input_path,
-                output_path=output_path,
-                write_path=temp,
-                lease_check=lease.check,
-            )
-            thread = _TaskThread(func, ctx)
-            thread.start()
-            self._wait_for(thread, lease, round_)
-            if isinstance(thread.error, Exception):
-                raise thread.error
-            if thread.error is not None:  # SystemExit, KeyboardInterrupt: not the worker's
-                raise TransientTaskError(
-                    f"task raised {type(thread.error).__name__}: {thread.error}"
-                ) from thread.error
-            return _checked_result(thread.result)
+        """Run the task while this thread heartbeats; publish its output if still leased.
 
-    def _wait_for(self, thread: _TaskThread, lease: _Lease, round_: _Round) -> None:
+        A job without output publishes nothing; its lease is still confirmed before it
+        counts as succeeded.
+        """
+        assert lease.job is not None
+        if output_path is None:
+            ctx = TaskContext(lease.job, input_path, None, None, lease_check=lease.check)
+            task_result = self._run_task(func, ctx, lease, round_)
+            self._confirm(lease)
+            return task_result
+        fault = None if self.faults is None else self.faults.storage_hook(lease.job_id)
+        with atomic_output(output_path, lambda: self._confirm(lease), fault) as temp:
+            ctx = TaskContext(lease.job, input_path, output_path, temp, lease_check=lease.check)
+            return self._run_task(func, ctx, lease, round_)
+
+    def _run_task(
+        self, func: TaskFunction, ctx: TaskContext, lease: _Lease, round_: _Round
+    ) -> TaskResult:
+        """Run ``func(ctx)`` on the task thread and wait for it; its result, checked."""
+        call = self._runner.submit(func, ctx)
+        self._wait_for(call, lease, round_)
+        if isinstance(call.error, Exception):
+            raise call.error
+        if call.error is not None:  # SystemExit, KeyboardInterrupt: not the worker's
+            raise TransientTaskError(
+                f"task raised {type(call.error).__name__}: {call.error}"
+            ) from call.error
+        return _checked_result(call.result)
+
+    def _wait_for(self, call: _Call, lease: _Lease, round_: _Round) -> None:
         """Block until the task ends, heartbeating; past the grace deadline, give up on it."""
-        while not thread.done.wait(_TICK_S):
+        while not call.done.wait(_TICK_S):
             self._beat_if_due(round_)
             seen_at = self._stop_seen_at if self._stopping() else None
             if seen_at is not None and self._clock() - seen_at >= self.settings.grace_s:
@@ -404,6 +481,37 @@ class Worker:
                 raise
         else:
             lease.valid_until = self._clock() + self.settings.visibility_timeout_s
+
+    def _note_crashed_attempt(
+        self, lease: _Lease, record: JobRecord | None, output_path: Path | None
+    ) -> None:
+        """Record that the previous attempt died, if the ledger still says it is running,
+        and remove the temporary output it left behind.
+
+        A worker killed mid-job records nothing; this later delivery is the first sign of
+        it, and noting it here means the reason is known if the job fails for good.
+        """
+        attempt = lease.received.receive_count
+        if record is None or record.state is not JobState.RUNNING or record.attempts >= attempt:
+            return
+        if output_path is not None:
+            remove_temps(output_path)
+        assert lease.job is not None
+        reason = (
+            f"attempt {record.attempts} did not finish: its worker ({record.worker or '?'}) "
+            "died or its lease expired"
+        )
+        event = LedgerEvent.for_job(
+            lease.job, JobState.RETRYING, attempt=record.attempts, worker=self.name, error=reason
+        )
+        self.ledger.record_many([event])
+
+    def _crash_before_ack(self, round_: _Round) -> None:
+        """Test-only: crash before the round's ack if ``CONVEYOR_TEST_CRASH_AT`` says so."""
+        acking = set(round_.acks)
+        for lease in round_.leases:
+            if self.faults is not None and lease.received.lease in acking:
+                self.faults.hit(FaultPoint.BEFORE_ACK, lease.job_id)
 
     # --- outcomes ------------------------------------------------------------------------
 
@@ -458,6 +566,29 @@ class Worker:
             for lease in pending
             if lease.received.lease in result.ok
         ]
+
+    def _record_and_ack(self, round_: _Round) -> int:
+        """End a round: write its deferred ledger events, then ack its finished messages.
+
+        If the ledger cannot be written, nothing is acked: the messages come back after
+        their visibility timeout, and a rerun publishes the same output.
+        """
+        try:
+            self._write_records(round_)
+        except _FATAL:
+            raise
+        except ConveyorError as exc:
+            if round_.acks:
+                log.warning(
+                    "not acking %d message(s): cannot write the ledger: %s",
+                    len(round_.acks),
+                    exc.message,
+                    extra={"action": "ledger"},
+                )
+            return 0
+        if self.faults is not None:
+            self._crash_before_ack(round_)
+        return self._ack(round_.acks)
 
     def _ack(self, leases: list[str]) -> int:
         """Delete the round's finished messages in one batch call; the last step of a job."""
@@ -556,17 +687,42 @@ class Worker:
     def _record(
         self, lease: _Lease, state: JobState, *, error: str | None = None, result: TaskResult = None
     ) -> None:
-        """Write a ledger event for the lease's job (skipped if no job id can be read)."""
-        attempt = lease.received.receive_count
+        """Write a ledger event for the lease's job now (skipped if no job id can be read)."""
+        event = self._event(lease, state, error=error, result=result)
+        if event is not None:
+            self.ledger.record_many([event])
+
+    def _event(
+        self, lease: _Lease, state: JobState, *, error: str | None = None, result: TaskResult = None
+    ) -> LedgerEvent | None:
+        """A ledger event for the lease's job, stamped now; None if no job id can be read."""
+        attempt, now = lease.received.receive_count, time.time()
         if lease.job is not None:
-            event = LedgerEvent.for_job(
-                lease.job, state, attempt=attempt, worker=self.name, error=error, result=result
+            return LedgerEvent.for_job(
+                lease.job,
+                state,
+                attempt=attempt,
+                at=now,
+                worker=self.name,
+                error=error,
+                result=result,
             )
-        elif lease.job_id is not None:
-            event = LedgerEvent(lease.job_id, state, attempt, worker=self.name, error=error)
-        else:
-            return
-        self.ledger.record_many([event])
+        if lease.job_id is not None:
+            return LedgerEvent(lease.job_id, state, attempt, at=now, worker=self.name, error=error)
+        return None
+
+    def _write_records(self, round_: _Round) -> None:
+        """Write the round's deferred ledger events in one call; kept for a retry on error.
+
+        A job's ``succeeded`` waits in ``round_.records`` and goes out with the next job's
+        ``running`` (or before the round's ack): one ledger call per job, not two.
+
+        Raises:
+            StorageError: the ledger could not be written.
+        """
+        if round_.records:
+            self.ledger.record_many(round_.records)
+            round_.records.clear()
 
     def _emit(
         self,
@@ -607,9 +763,16 @@ class _Round:
     next_beat_at: float
     acks: list[str] = field(default_factory=list)
     unstarted: list[_Lease] = field(default_factory=list)
+    #: Ledger events not written yet (see ``Worker._write_records``).
+    records: list[LedgerEvent] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.unstarted = list(self.leases)
+
+    def defer(self, event: LedgerEvent | None) -> None:
+        """Queue a ledger event for the round's next write."""
+        if event is not None:
+            self.records.append(event)
 
     def held(self) -> list[_Lease]:
         """Leases to keep alive: not yet lost, and either not done or waiting for the ack."""

@@ -16,7 +16,7 @@ from conveyor.errors import ConfigError
 from conveyor.metrics import WorkerMetrics
 from conveyor.settings import EXIT_CONFIG, EXIT_INTERRUPTED
 from tests.e2e.conftest import QueueEnv
-from tests.e2e.helpers import TASKS_FILE, Worker, run, run_json, wait_for, workers, write_csv
+from tests.e2e.helpers import TASKS_FILE, WorkerProcess, run, run_json, wait_for, workers, write_csv
 
 ROWS = 40
 
@@ -33,7 +33,7 @@ def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     }
 
 
-def metrics_url(worker: Worker) -> str | None:
+def metrics_url(worker: WorkerProcess) -> str | None:
     """The URL the worker logged for its metrics endpoint, once it has."""
     for line in worker.log_events():
         if line.get("action") == "metrics":

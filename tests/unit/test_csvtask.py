@@ -393,7 +393,7 @@ def test_directory_is_refused(tmp_path: Path) -> None:
 def test_fifo_is_refused_without_waiting(tmp_path: Path) -> None:
     fifo = tmp_path / "pipe.csv"
     os.mkfifo(fifo)
-    with pytest.raises(BadInput, match="pipe.csv: not a regular file$"):
+    with pytest.raises(BadInput, match=r"pipe\.csv: not a regular file$"):
         transform_csv(fifo, tmp_path / "out.csv", 1)
 
 
@@ -492,9 +492,9 @@ def test_interrupt_mid_run_leaves_no_temp_file(
     out = tmp_path / "output.csv"
     out.write_text("previous\n")
     calls = itertools.count()
-    real_render: Callable[..., memoryview] = csvtask._render
+    real_render: Callable[..., pl.DataFrame] = csvtask._render
 
-    def render(*args: Any) -> memoryview:
+    def render(*args: Any) -> pl.DataFrame:
         if next(calls) == 2:
             raise KeyboardInterrupt
         return real_render(*args)

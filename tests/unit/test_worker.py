@@ -679,3 +679,237 @@ def test_sqlite_gets_a_short_default_wait(tmp_path: Path, monkeypatch: pytest.Mo
     CliRunner().invoke(cli, ["worker", "--queue=https://sqs.us-east-1.amazonaws.com/1/q"])
 
     assert [s.wait_s for s in seen] == [2.0, 20.0]
+
+
+# --- crashes, dead letters the queue made itself, and crash points (the fault suite) ---------
+
+
+class _Died(BaseException):
+    """Stands in for os._exit: not an Exception, so no per-job boundary catches it."""
+
+
+def _crash_at(point: str, snapshot: Callable[[], None] | None = None) -> Any:
+    from conveyor.faults import FaultPoint, FaultPoints
+
+    def die(code: int) -> Any:
+        if snapshot is not None:
+            snapshot()
+        raise _Died(code)
+
+    return FaultPoints(FaultPoint(point), exit=die)
+
+
+def test_a_redelivery_after_a_crash_records_why_the_previous_attempt_ended(env: Env) -> None:
+    from conveyor.ledger import LedgerEvent
+    from conveyor.reconcile import last_error
+
+    job = env.submit()
+    # A worker took the job, recorded it running, and died: nothing else happened.
+    (first,) = env.queue.receive(1, 0)
+    Ledger(env.root, writer="dead-w").record_many(
+        [LedgerEvent.for_job(job, JobState.RUNNING, attempt=first.receive_count, worker="dead-w")]
+    )
+    env.clock.advance(VISIBILITY_S + 1)
+
+    event = only(env.worker().run_once())
+
+    assert event.action is Action.SUCCEEDED
+    assert env.state(job) is JobState.SUCCEEDED
+    assert last_error(env.ledger(), job.job_id) == (
+        "attempt 1 did not finish: its worker (dead-w) died or its lease expired"
+    )
+
+
+def test_a_normal_retry_is_not_mistaken_for_a_crash(env: Env) -> None:
+    from conveyor.reconcile import last_error
+
+    @env.registry.task("flaky-once")
+    def flaky_once(ctx: TaskContext) -> None:
+        if len(env.calls) == 0:
+            env.calls.append("failed")
+            raise TransientTaskError("blip")
+        ctx.write_path.write_text("ok")
+
+    job = env.submit(task="flaky-once")
+    worker = env.worker()
+    assert only(worker.run_once()).action is Action.RETRYING
+    env.clock.advance(10)
+
+    assert only(worker.run_once()).action is Action.SUCCEEDED
+    assert last_error(env.ledger(), job.job_id) == "blip"
+
+
+def test_a_job_whose_worker_dies_on_every_attempt_ends_failed_with_the_reason(env: Env) -> None:
+    job = env.submit()
+    dying = env.worker()
+    dying.faults = _crash_at("mid_write")
+    for _ in range(3):  # max_receive_count: each attempt dies after recording `running`
+        with pytest.raises(_Died):
+            dying.run_once()
+        env.clock.advance(VISIBILITY_S + 1)
+    assert env.state(job) is JobState.RUNNING
+
+    # The next receive finds the message past its receive count: the queue dead-letters
+    # it itself, and no worker ever ran its last attempt to the end.
+    code = env.worker(until_empty=True, empty_polls=1).run()
+
+    assert code == EXIT_OK
+    (dead,) = env.queue.dead_letters()
+    assert dead.receive_count == 3
+    record = env.ledger().get(job.job_id)
+    assert record is not None
+    assert record.state is JobState.FAILED
+    assert record.error == (
+        "dead-lettered after 3 receives; last error: attempt 2 did not finish: its worker "
+        f"({dying.name}) died or its lease expired (the worker died or its lease expired on "
+        "every attempt)"
+    )
+    assert not (env.root / "outputs/a.txt").exists()
+
+
+def test_reconciling_leaves_a_job_that_succeeded_alone(env: Env) -> None:
+    from conveyor.queues.base import DeadLetter
+    from conveyor.reconcile import reconcile_dead_letters
+
+    job = env.submit()
+    env.worker().run_once()
+    letter = DeadLetter("m1", job.to_json(), 3, "received 3 times (max_receive_count)")
+
+    assert reconcile_dead_letters([letter], env.ledger()) == []
+    assert env.state(job) is JobState.SUCCEEDED
+    unknown = Job(task="upper", input="inputs/x", output="outputs/x")
+    letter = DeadLetter("m2", unknown.to_json(), 2, None)
+    assert reconcile_dead_letters([letter, letter], env.ledger()) == [unknown.job_id]
+    record = env.ledger().get(unknown.job_id)
+    assert record is not None
+    assert (record.state, record.attempts, record.task) == (JobState.FAILED, 2, "upper")
+    assert record.error is not None
+    assert "dead-lettered after 2 receives; last error: none recorded" in record.error
+
+
+class _CountingQueue(MemoryQueue):
+    """A memory queue posing as a remote one, counting the calls a dead-letter check makes."""
+
+    def __init__(self, clock: ManualClock) -> None:
+        super().__init__(visibility_timeout_s=VISIBILITY_S, max_receive_count=1, clock=clock)
+        self.url = "https://sqs.us-east-1.amazonaws.com/123456789012/q"
+        self.calls: dict[str, int] = {"stats": 0, "dead_letters": 0}
+
+    def stats(self) -> Any:
+        self.calls["stats"] += 1
+        return super().stats()
+
+    def dead_letters(self, limit: int = 100) -> Any:
+        self.calls["dead_letters"] += 1
+        return super().dead_letters(limit)
+
+
+def test_an_idle_worker_on_sqs_looks_at_the_dead_letter_queue_at_most_once_a_minute(
+    tmp_path: Path,
+) -> None:
+    from conveyor.reconcile import DeadLetterWatch
+
+    clock = ManualClock()
+    queue = _CountingQueue(clock)
+    watch = DeadLetterWatch(queue, Ledger(tmp_path), worker="w", clock=clock)
+    # Ten idle minutes of 20 s long polls.
+    for _ in range(30):
+        watch.poll()
+        clock.advance(20)
+    assert queue.calls == {"stats": 10, "dead_letters": 0}  # 2 requests each on SQS
+
+    job = Job(task="upper", input="inputs/a", output="outputs/a")
+    queue.send(Outgoing(job.to_json()))
+    queue.receive(1, 0)  # its worker dies; the next receive dead-letters it
+    clock.advance(VISIBILITY_S + 1)
+    assert queue.receive(1, 0) == []
+    clock.advance(60)
+
+    assert watch.poll() == [job.job_id]
+    assert watch.poll(final=True) == []  # nothing new: no second listing
+    assert queue.calls["dead_letters"] == 1
+
+
+def test_until_empty_reuses_the_counts_it_fetched_for_the_dead_letter_check(env: Env) -> None:
+    calls: list[str] = []
+    original = env.queue.stats
+
+    def counting_stats() -> Any:
+        calls.append("stats")
+        return original()
+
+    env.queue.stats = counting_stats  # type: ignore[method-assign]
+    env.submit()
+
+    assert env.worker(until_empty=True, empty_polls=1).run() == EXIT_OK
+    # One for the first (idle) round's check; the stop policy's count serves the last.
+    assert calls == ["stats", "stats"]
+
+
+# The state a crash at each point leaves behind: (ledger state, temp file, output, acked).
+CRASH_POINTS = {
+    "after_receive": (None, False, False, False),
+    "mid_write": (JobState.RUNNING, True, False, False),
+    "after_fsync": (JobState.RUNNING, True, False, False),
+    "after_rename": (JobState.RUNNING, False, True, False),
+    "after_ledger": (JobState.SUCCEEDED, False, True, False),
+    "before_ack": (JobState.SUCCEEDED, False, True, False),
+}
+
+
+@pytest.mark.parametrize("point", sorted(CRASH_POINTS))
+def test_each_crash_point_fires_at_its_step(env: Env, point: str) -> None:
+    job = env.submit(text="abcdefgh\n")
+    seen: list[tuple[Any, ...]] = []
+
+    def snapshot() -> None:
+        temps = list((env.root / "outputs").glob(".conveyor-tmp-*"))
+        seen.append(
+            (
+                env.state(job),
+                bool(temps),
+                (env.root / "outputs/a.txt").exists(),
+                env.queue.stats().pending == 0,
+                temps[0].read_bytes() if temps else None,
+            )
+        )
+
+    worker = env.worker()
+    worker.faults = _crash_at(point, snapshot)
+
+    with pytest.raises(_Died):
+        worker.run_once()
+
+    ((state, temp, output, acked, written),) = seen
+    assert (state, temp, output, acked) == CRASH_POINTS[point]
+    if point == "mid_write":
+        assert written == b"ABCD"  # half of what the task wrote: a torn, unsynced write
+    if point == "after_fsync":
+        assert written == b"ABCDEFGH\n"
+
+
+def test_a_crash_point_for_another_job_is_ignored(env: Env) -> None:
+    from conveyor.faults import FaultPoint, FaultPoints
+
+    job = env.submit()
+    worker = env.worker()
+    worker.faults = FaultPoints(
+        FaultPoint.AFTER_RECEIVE, "someone-else", exit=_crash_at("after_receive").exit
+    )
+
+    assert only(worker.run_once()).action is Action.SUCCEEDED
+    assert env.state(job) is JobState.SUCCEEDED
+
+
+def test_crash_points_come_from_the_environment_when_the_worker_starts(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from conveyor.errors import ConfigError
+    from conveyor.faults import CRASH_ENV, FaultPoint, FaultPoints
+
+    assert env.worker().faults is None  # unset: no crash point, nothing to check per step
+    monkeypatch.setenv(CRASH_ENV, "after_fsync:job-7")
+    assert env.worker().faults == FaultPoints(FaultPoint.AFTER_FSYNC, "job-7")
+    monkeypatch.setenv(CRASH_ENV, "after_lunch")
+    with pytest.raises(ConfigError, match="unknown crash point 'after_lunch'"):
+        env.worker()

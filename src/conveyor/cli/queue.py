@@ -12,9 +12,10 @@ import click
 
 from conveyor.cli.options import queue_options, storage_option
 from conveyor.cli.settings_options import base_settings, json_option, open_configured_queue
-from conveyor.errors import ConfigError
+from conveyor.errors import ConfigError, ConveyorError
 from conveyor.ledger import Ledger
 from conveyor.queues.base import MAX_VISIBILITY_TIMEOUT_S, DeadLetter
+from conveyor.reconcile import reconcile_listed
 from conveyor.settings import Settings
 from conveyor.storage import Storage
 from conveyor.worker import job_id_of
@@ -189,12 +190,21 @@ def dlq() -> None:
 def dlq_list(
     storage: Path, queue_url: str | None, endpoint_url: str | None, limit: int, as_json: bool
 ) -> None:
-    """List dead-lettered messages with their job id and reason, without consuming them."""
+    """List dead-lettered messages with their job id and reason, without consuming them.
+
+    Jobs the queue dead-lettered by itself (their worker died on every attempt) are
+    recorded as failed in the ledger on the way, with that reason.
+    """
     settings = _settings(storage, queue_url, endpoint_url)
     with contextlib.closing(open_configured_queue(settings)) as opened:
         letters = opened.dead_letters(limit)
+    try:
+        reconciled = set(reconcile_listed(settings.storage, letters))
+    except ConveyorError as exc:
+        click.echo(f"conveyor: cannot update the ledger: {exc.message}", err=True)
+        reconciled = set()
     if as_json:
-        click.echo(json.dumps([_letter_dict(letter) for letter in letters], indent=1))
+        click.echo(json.dumps([_letter_dict(letter, reconciled) for letter in letters], indent=1))
         return
     if not letters:
         click.echo("the dead-letter queue is empty")
@@ -202,6 +212,11 @@ def dlq_list(
         job_id = job_id_of(letter.body) or "?"
         click.echo(
             f"{job_id}  receives={letter.receive_count}  {letter.reason or '(no reason given)'}"
+        )
+    if reconciled:
+        click.echo(
+            f"recorded {len(reconciled)} job(s) as failed in the ledger: the queue "
+            "dead-lettered them after their worker died or lost its lease on every attempt"
         )
 
 
@@ -227,11 +242,13 @@ def dlq_redrive(
     click.echo(f"redrove {moved} message(s); reopened {reopened} job(s) as queued")
 
 
-def _letter_dict(letter: DeadLetter) -> dict[str, object]:
+def _letter_dict(letter: DeadLetter, reconciled: set[str]) -> dict[str, object]:
+    job_id = job_id_of(letter.body)
     return {
         "message_id": letter.message_id,
-        "job_id": job_id_of(letter.body),
+        "job_id": job_id,
         "receive_count": letter.receive_count,
         "reason": letter.reason,
         "body": letter.body,
+        "reconciled": job_id in reconciled,
     }
