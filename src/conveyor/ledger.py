@@ -15,6 +15,7 @@ import secrets
 import socket
 import threading
 import time
+import weakref
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -65,6 +66,7 @@ _READ_CHUNK_BYTES = 16 * 1024 * 1024
 _FORMAT_FILE = "format"
 _FORMAT_TEXT = json.dumps({"format": FORMAT, "shards": SHARDS}, sort_keys=True) + "\n"
 _SHARD_NAMES = frozenset(f"{n:02x}" for n in range(SHARDS))
+_LOG_DIR_KEY = "log"  # in Ledger._fds beside the shards (never a shard's name)
 
 # Built once: json.dumps with options builds a new encoder per call. ensure_ascii (the
 # default) keeps raw newlines, tabs and lone surrogates out of a line.
@@ -206,7 +208,8 @@ class LedgerSummary:
         recent_failures: the newest failed jobs, newest first.
         oldest_queued_age_s: how long the oldest still-queued job has waited.
         queue_requests: queue requests by kind, summed over every writer's last report.
-        writers: log files read. events: lines folded. corrupt_lines: lines skipped.
+        writers: writers whose logs were read. events: lines folded. corrupt_lines: lines
+            skipped.
     """
 
     generated_at: float
@@ -553,15 +556,17 @@ class Ledger:
         self.writer = self._given_writer or new_writer_id()
         self.sync_every_s = sync_every_s
         self._pid = os.getpid()
-        self._fds: dict[str, int] = {}  # shard -> this writer's open log in it
+        #: Open descriptors: this writer's log in each shard, and ``log/`` itself.
+        self._fds: dict[str, int] = {}
         self._unsynced: set[int] = set()  # descriptors written since their last fsync
-        self._log_dir_fd: int | None = None
         self._format_ok = False
         self._seq = 0
         self._last_sync = time.monotonic()
         self._write_lock = threading.Lock()
         self._read_lock = threading.Lock()
         self._folder = _Folder()
+        # An instance dropped without close() (a reader, a test) must not keep 65 files open.
+        weakref.finalize(self, _close_all, self._fds)
 
     def __repr__(self) -> str:
         return f"Ledger({str(self.directory)!r}, writer={self.writer!r})"
@@ -681,13 +686,8 @@ class Ledger:
             self._close_fds()
 
     def _close_fds(self) -> None:
-        for fd in (*self._fds.values(), self._log_dir_fd):
-            if fd is not None:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-        self._fds.clear()
+        _close_all(self._fds)
         self._unsynced.clear()
-        self._log_dir_fd = None
 
     def __enter__(self) -> Ledger:
         return self
@@ -748,9 +748,12 @@ class Ledger:
             try:
                 fd = os.open(rel, flags, 0o644, dir_fd=self._log_dir())
             except FileNotFoundError:  # a new shard directory, or log/ was recreated
-                self._close_fds()
                 os.makedirs(f"{self._log_root}/{shard}", exist_ok=True)
-                fd = os.open(rel, flags, 0o644, dir_fd=self._log_dir())
+                try:
+                    fd = os.open(rel, flags, 0o644, dir_fd=self._log_dir())
+                except FileNotFoundError:  # our log/ descriptor is of a removed directory
+                    self._close_fds()
+                    fd = os.open(rel, flags, 0o644, dir_fd=self._log_dir())
         except OSError as exc:
             raise storage_error(exc, f"cannot open {self._log_path(shard)}") from exc
         self._fds[shard] = fd
@@ -764,11 +767,12 @@ class Ledger:
 
     def _log_dir(self) -> int:
         """A descriptor of ``log/``: opening relative to it skips walking the root's path."""
-        if self._log_dir_fd is None:
+        fd = self._fds.get(_LOG_DIR_KEY)
+        if fd is None:
             os.makedirs(self._log_root, exist_ok=True)
             flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
-            self._log_dir_fd = os.open(self._log_root, flags)
-        return self._log_dir_fd
+            fd = self._fds[_LOG_DIR_KEY] = os.open(self._log_root, flags)
+        return fd
 
     def _log_path(self, shard: str) -> str:
         return f"{self._log_root}/{shard}/{self.writer}.log"
@@ -1049,6 +1053,14 @@ def _extras(
         size = len(_EXTRAS_ENCODER.encode(value))
         extras["result"] = value if size <= MAX_RESULT_BYTES else {"truncated_bytes": size}
     return _EXTRAS_ENCODER.encode(extras) if extras else "{}"
+
+
+def _close_all(fds: dict[str, int]) -> None:
+    """Close a writer's descriptors (no sync: what was written is already the OS's)."""
+    for fd in fds.values():
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    fds.clear()
 
 
 def _write_all(fd: int, data: bytes) -> None:

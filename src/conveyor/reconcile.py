@@ -7,6 +7,7 @@ this the ledger would say ``running`` forever.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections.abc import Callable, Iterable
@@ -17,6 +18,7 @@ from conveyor.errors import AccessDenied, BadInput, ConfigError, ConveyorError, 
 from conveyor.jobs import TERMINAL, Job, JobState
 from conveyor.ledger import JobRecord, Ledger, LedgerEvent, fold_events
 from conveyor.queues.base import DeadLetter, Queue, QueueStats
+from conveyor.storage import remove_temps
 
 log = logging.getLogger("conveyor.reconcile")
 
@@ -100,7 +102,15 @@ def reconcile_dead_letters(
             event = LedgerEvent(job_id, JobState.FAILED, attempt, worker=worker, error=reason)
         ledger.record_many([event])
         reconciled.append(job_id)
+        if job is not None and job.output is not None:
+            _remove_temps_of(ledger, job.output)
     return reconciled
+
+
+def _remove_temps_of(ledger: Ledger, output: str) -> None:
+    """Remove what the job's dead workers left beside its output (it will not run again)."""
+    with contextlib.suppress(ConveyorError):  # an unsafe path: nothing was ever written
+        remove_temps(ledger.storage.resolve_output(output))
 
 
 def check_every_s(queue_url: str) -> float:

@@ -144,8 +144,10 @@ BAD = [
     pytest.param(json.dumps(envelope(input="../x")), "'input'.*'\\.\\.'", id="input-parent"),
     pytest.param(json.dumps(envelope(input="/etc/passwd")), "'input'", id="input-absolute"),
     pytest.param(json.dumps(envelope(input=3)), "'input'", id="input-int"),
-    pytest.param(json.dumps(envelope(output=None)), "'output'", id="output-null"),
     pytest.param(json.dumps(envelope(output="_conveyor/x")), "'output'", id="output-state"),
+    pytest.param(json.dumps(envelope(output="")), "'output'", id="output-empty"),
+    pytest.param(json.dumps(envelope(output=7)), "'output'", id="output-int"),
+    pytest.param(json.dumps(envelope(output="../x")), "'output'", id="output-parent"),
     pytest.param(json.dumps(envelope(seed=-1)), "'seed'", id="seed-negative"),
     pytest.param(json.dumps(envelope(seed=2**63)), "'seed'", id="seed-big"),
     pytest.param(json.dumps(envelope(seed=1.5)), "'seed'", id="seed-float"),
@@ -183,14 +185,28 @@ def test_invalid_messages_are_rejected_with_a_reason(text: str, reason: str) -> 
     assert info.value.permanent
 
 
-@pytest.mark.parametrize(
-    "field", ["v", "job_id", "task", "input", "output", "seed", "submitted_at"]
-)
+@pytest.mark.parametrize("field", ["v", "job_id", "task", "input", "seed", "submitted_at"])
 def test_each_missing_field_is_named(field: str) -> None:
     data = envelope()
     del data[field]
     with pytest.raises(BadMessage, match=f"missing field.*'{field}'"):
         Job.from_dict(data)
+
+
+@pytest.mark.parametrize("absent", [True, False], ids=["absent", "null"])
+def test_a_job_without_output_is_valid_in_version_1(absent: bool) -> None:
+    # Given a version-1 envelope whose output is absent (older writers never omit it) or null
+    data = envelope(output=None)
+    if absent:
+        del data["output"]
+    # Then it decodes to a job without output, and encodes with an explicit null
+    job = Job.from_json(json.dumps(data))
+    assert job.output is None
+    assert job.to_dict()["output"] is None
+    assert json.loads(job.to_json())["v"] == 1
+    assert Job.from_json(job.to_json()) == job
+    assert Job(task="t").output is None
+    assert Job(task="t", seed=1).dedup_id != Job(task="t", output="o", seed=1).dedup_id
 
 
 def test_missing_params_is_named() -> None:
@@ -304,7 +320,7 @@ jobs = st.builds(
     Job,
     task=names,
     input=st.none() | paths,
-    output=paths,
+    output=st.none() | paths,
     params=st.dictionaries(st.text(max_size=8), json_values, max_size=5),
     seed=st.integers(min_value=0, max_value=MAX_SEED),
     job_id=st.from_regex(r"[0-9A-Za-z_-]{1,64}", fullmatch=True),
@@ -351,6 +367,7 @@ def test_dedup_id_ignores_job_id_and_time_but_not_work() -> None:
         replace(job, seed=8),
         replace(job, params={"x": 2, "y": [2]}),
         replace(job, output="out/b"),
+        replace(job, output=None),
         replace(job, input=None),
         replace(job, task="u"),
     ):

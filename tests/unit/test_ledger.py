@@ -14,11 +14,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conveyor.errors import BadInput
+from conveyor.errors import BadInput, ConfigError
 from conveyor.jobs import Job, JobState
 from conveyor.ledger import (
     MAX_ERROR_CHARS,
     MAX_RESULT_BYTES,
+    SHARDS,
     Ledger,
     LedgerEvent,
     _shard,
@@ -44,6 +45,11 @@ def ledger(tmp_path: Path) -> Iterator[Ledger]:
 def reader(ledger: Ledger) -> Ledger:
     """A fresh instance reading the same storage (as `conveyor status` would)."""
     return Ledger(ledger.storage)
+
+
+def log_of(ledger: Ledger, job_id: str) -> Path:
+    """The writer's log holding ``job_id``'s events."""
+    return ledger.directory / "log" / _shard(job_id) / f"{ledger.writer}.log"
 
 
 # --- forward-only transitions -----------------------------------------------------------------
@@ -293,7 +299,7 @@ def test_fold_events_ignores_other_jobs_and_torn_lines() -> None:
     assert fold_events("J3", lines) is None
 
 
-# --- get reads only that job's files ----------------------------------------------------------
+# --- get reads only its shard -----------------------------------------------------------------
 
 _SEEN: list[tuple[str, str]] | None = None
 
@@ -308,32 +314,52 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
 sys.addaudithook(_audit)
 
 
-def test_get_reads_only_that_jobs_files(tmp_path: Path) -> None:
+def test_get_reads_only_its_shards_logs(tmp_path: Path) -> None:
     global _SEEN  # noqa: PLW0603 - the audit hook cannot be removed, only switched
-    # Given many jobs, some in the same shard directory as J7, and J7 seen by two writers
+    # Given jobs in every shard, some beside J7 in its shard, and J7 seen by two writers
     neighbours = [f"X{n}" for n in range(20_000) if _shard(f"X{n}") == _shard("J7")][:5]
     assert neighbours
     with Ledger(tmp_path, writer="w1") as one, Ledger(tmp_path, writer="w2") as two:
-        for job_id in [f"J{n}" for n in range(200)] + neighbours:
+        for job_id in [f"J{n}" for n in range(500)] + neighbours:
             one.record(job_id, Q, at=1.0)
             two.record(job_id, R, attempt=1, at=2.0)
         two.record("J7", S, attempt=1, at=3.0)
+        three = Ledger(tmp_path, writer="w3")
+        three.record("J8" if _shard("J8") != _shard("J7") else "J9", R, attempt=1)
+        three.close()
     fresh = Ledger(tmp_path)
+    assert len(os.listdir(fresh.directory / "log")) == SHARDS
+    shard_dir = fresh.directory / "log" / _shard("J7")
     files = {str(path) for path in fresh.job_files("J7")}
-    assert len(files) == 2
+    assert files == {str(shard_dir / "w1.log"), str(shard_dir / "w2.log")}
     # When reading J7
     _SEEN = []
     try:
         record = fresh.get("J7")
     finally:
         seen, _SEEN = _SEEN, None
-    # Then only its shard was listed and only its own two files were opened
+    # Then only its shard was listed and only its writers' logs there were opened
     assert record is not None and record.state is S
+    assert (record.attempts, record.started_at) == (1, 2.0)
     assert seen, "the audit hook saw nothing: the test would prove nothing"
     assert {path for event, path in seen if event == "open"} == files
-    assert {path for event, path in seen if event != "open"} == {
-        str(fresh.directory / "jobs" / _shard("J7"))
-    }
+    assert {path for event, path in seen if event != "open"} == {str(shard_dir)}
+
+
+def test_get_finds_a_job_named_like_a_state_or_a_writer(tmp_path: Path) -> None:
+    # Given job ids that also appear as other lines' state and writer fields
+    with Ledger(tmp_path, writer="w1") as one:
+        for n in range(50):
+            one.record(f"J{n}", Q, at=1.0)
+            one.record(f"J{n}", R, attempt=1, at=2.0, worker="w1")
+        one.record("queued", F, attempt=1, at=3.0, error="named queued")
+        one.record("w1", S, attempt=1, at=4.0)
+    fresh = Ledger(tmp_path)
+    # Then each folds only its own lines
+    failed, done = fresh.get("queued"), fresh.get("w1")
+    assert failed is not None and done is not None
+    assert (failed.state, failed.error, failed.attempts) == (F, "named queued", 1)
+    assert (done.state, done.updated_at) == (S, 4.0)
 
 
 # --- summaries --------------------------------------------------------------------------------
@@ -401,7 +427,7 @@ def test_summary_is_incremental_and_sees_new_writers(tmp_path: Path) -> None:
 
 def test_torn_last_line_waits_and_corrupt_lines_are_counted(ledger: Ledger) -> None:
     ledger.record("J1", Q, at=1.0)
-    log = ledger.directory / "log" / "w1.log"
+    log = log_of(ledger, "J1")
     with log.open("ab") as file:
         file.write(b"garbage line\n2.0\tJ1\trunning\t1\tw1\t99\t{}")  # last line unfinished
     fresh = reader(ledger)
@@ -435,34 +461,117 @@ def test_worker_stats_are_validated(ledger: Ledger) -> None:
 
 def test_layout_and_line_format(ledger: Ledger) -> None:
     ledger.record("J1", R, attempt=2, at=1.5, worker="pod-a")
-    logs = os.listdir(ledger.directory / "log")
-    assert logs == ["w1.log"]
-    line = (ledger.directory / "log" / "w1.log").read_text()
+    assert sorted(os.listdir(ledger.directory)) == ["format", "log"]
+    assert json.loads((ledger.directory / "format").read_text()) == {"format": 2, "shards": 64}
+    assert os.listdir(ledger.directory / "log") == [_shard("J1")]
+    line = log_of(ledger, "J1").read_text()
     assert line == '1.500000\tJ1\trunning\t2\tw1\t1\t{"worker":"pod-a"}\n'
-    [job_file] = ledger.job_files("J1")
-    assert job_file == ledger.directory / "jobs" / _shard("J1") / "J1~w1.ev"
-    assert len(_shard("J1")) == 3
-    assert job_file.read_text() == line
+    assert ledger.job_files("J1") == [log_of(ledger, "J1")]
 
 
-def test_a_writer_appends_to_its_own_job_file(ledger: Ledger) -> None:
+def test_shards_are_a_stable_hash_of_the_job_id() -> None:
+    # Every machine must put a job in the same shard: crc32 mod 64, as two hex digits
+    assert [_shard(job_id) for job_id in ("J1", "01JD0000000000000000000000", "x")] == [
+        "0a",
+        "38",
+        "03",
+    ]
+    shards = {_shard(f"01JD{n:022d}") for n in range(2000)}
+    assert shards == {f"{n:02x}" for n in range(SHARDS)}  # time-sorted ids spread out
+
+
+def test_a_writer_appends_to_one_log_per_shard(ledger: Ledger) -> None:
     for attempt in (1, 2, 3):
         ledger.record("J1", R, attempt=attempt, at=1.0)
-    [job_file] = ledger.job_files("J1")
-    assert len(job_file.read_text().splitlines()) == 3
+    other = next(f"K{n}" for n in range(1000) if _shard(f"K{n}") != _shard("J1"))
+    ledger.record(other, Q, at=1.0)
+    assert len(log_of(ledger, "J1").read_text().splitlines()) == 3
+    assert len(log_of(ledger, other).read_text().splitlines()) == 1
     assert ledger.job_files("J2") == []
+
+
+def test_a_batch_is_one_write_per_shard_and_logs_stay_open(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a ledger already written to, and 200 jobs over most shards
+    ledger.record("J0", Q)
+    ids = [f"J{n}" for n in range(200)]
+    shards = {_shard(job_id) for job_id in ids}
+    assert len(shards) < len(ids)
+    writes: list[int] = []
+    opens: list[str] = []
+    real_write, real_open = os.write, os.open
+
+    def write(fd: int, data: bytes) -> int:
+        writes.append(fd)
+        return real_write(fd, data)
+
+    def open_(path: str, *args: Any, **kwargs: Any) -> int:
+        fd = real_open(path, *args, **kwargs)
+        opens.append(path)  # only those that opened (a new shard's first try fails)
+        return fd
+
+    monkeypatch.setattr(os, "write", write)
+    monkeypatch.setattr(os, "open", open_)
+    # When they are recorded in two batches of two events each
+    for _ in range(2):
+        ledger.record_many(
+            [LedgerEvent(job_id, state, attempt=1) for job_id in ids for state in (R, S)]
+        )
+    # Then each batch wrote once per shard, and each new shard's log was opened once
+    assert len(writes) == 2 * len(shards)
+    assert len(opens) == len(shards - {_shard("J0")})
+    monkeypatch.undo()
+    assert reader(ledger).summary().counts[S] == 200
+
+
+def test_a_bad_event_in_a_batch_writes_nothing(ledger: Ledger) -> None:
+    with pytest.raises(BadInput, match="bad job id"):
+        ledger.record_many([LedgerEvent("J1", Q), LedgerEvent("../x", Q), LedgerEvent("J2", Q)])
+    assert reader(ledger).summary().total == 0
+    assert ledger.get("J1") is None
+
+
+def test_another_ledger_format_is_refused(tmp_path: Path) -> None:
+    # Given a ledger written by an older conveyor (format 1: per-job files under jobs/)
+    old = tmp_path / "_conveyor" / "ledger"
+    (old / "jobs" / "abc").mkdir(parents=True)
+    (old / "log").mkdir()
+    (old / "log" / "w0.log").write_text("1.0\tJ1\tqueued\t0\tw0\t1\t{}\n")
+    ledger = Ledger(tmp_path, writer="w1")
+    # Then reading and writing both say so, and nothing is written
+    with pytest.raises(ConfigError, match="another format"):
+        ledger.summary()
+    with pytest.raises(ConfigError, match="another format"):
+        ledger.get("J1")
+    with pytest.raises(ConfigError, match="move that directory away"):
+        ledger.record("J1", R, attempt=1)
+    ledger.close()
+    assert sorted(os.listdir(old)) == ["jobs", "log"]
+
+
+def test_a_format_file_of_another_version_is_refused(ledger: Ledger) -> None:
+    ledger.record("J1", Q)
+    (ledger.directory / "format").write_text('{"format": 3, "shards": 256}\n')
+    with pytest.raises(ConfigError, match="another format"):
+        reader(ledger).summary()
+    with pytest.raises(ConfigError, match="another format"):
+        Ledger(ledger.storage, writer="w2").record("J2", Q)
 
 
 def test_a_torn_line_in_a_reused_log_is_ended_not_extended(tmp_path: Path) -> None:
     with Ledger(tmp_path, writer="w1") as first:
         first.record("J1", Q, at=1.0)
-    log = first.directory / "log" / "w1.log"
+    log = log_of(first, "J1")
     with log.open("ab") as file:
         file.write(b"2.0\tJ1\trunn")  # the process died mid-line
     with Ledger(tmp_path, writer="w1") as again:
+        again.record("J1", Q, at=3.0)
         again.record("J2", Q, at=3.0)
+    assert "\trunn\n3.000000\tJ1\tqueued\t" in log.read_text()  # the torn line was ended
     summary = Ledger(tmp_path).summary(now=4.0)
-    assert (summary.total, summary.corrupt_lines) == (2, 1)
+    assert (summary.total, summary.corrupt_lines, summary.events) == (2, 1, 4)
+    assert Ledger(tmp_path).get("J1") is not None
 
 
 def test_close_is_idempotent_and_writing_reopens(ledger: Ledger) -> None:
@@ -472,7 +581,7 @@ def test_close_is_idempotent_and_writing_reopens(ledger: Ledger) -> None:
     ledger.close()
     ledger.record("J1", R, attempt=1, at=2.0)
     ledger.close()
-    assert len((ledger.directory / "log" / "w1.log").read_text().splitlines()) == 2
+    assert len(log_of(ledger, "J1").read_text().splitlines()) == 2
 
 
 def test_periodic_sync_happens_during_writes(
@@ -496,7 +605,10 @@ def test_a_forked_child_becomes_a_new_writer(
     ledger.record("J1", R, attempt=1, at=2.0)
     ledger.close()
     assert ledger.writer == "w1-424242"
-    assert sorted(os.listdir(ledger.directory / "log")) == ["w1-424242.log", "w1.log"]
+    assert sorted(os.listdir(ledger.directory / "log" / _shard("J1"))) == [
+        "w1-424242.log",
+        "w1.log",
+    ]
     record = Ledger(tmp_path).get("J1")
     assert record is not None and record.state is R
 
@@ -517,3 +629,18 @@ def test_storage_full_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     record = ledger.get("J1")
     assert record is not None and record.state is Q
     ledger.close()
+
+
+def test_a_dropped_ledger_closes_its_logs(tmp_path: Path) -> None:
+    import gc
+
+    def open_fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    before = open_fds()
+    ledger = Ledger(tmp_path, writer="w1")
+    ledger.record_many([LedgerEvent(f"J{n}", Q) for n in range(100)])
+    assert open_fds() > before + 30  # the shard logs stay open while it lives
+    del ledger
+    gc.collect()
+    assert open_fds() == before

@@ -38,7 +38,7 @@ from conveyor.settings import Settings
 from conveyor.storage import Storage, check_relative_path
 from conveyor.tasks import default_registry, import_tasks
 
-#: Jobs recorded in the ledger per write during a submit (one log append each).
+#: Jobs recorded in the ledger per call during a submit (one append per shard each).
 _LEDGER_CHUNK = 1000
 #: Show a progress bar (on a terminal) from this many files on.
 _PROGRESS_FROM = 200

@@ -1,0 +1,106 @@
+"""Kill storm: three workers, one of them SIGKILLed about every second and restarted."""
+
+from __future__ import annotations
+
+import random
+import signal
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from conveyor.csvtask import transform_csv
+from tests.e2e.conftest import QueueEnv
+from tests.faults.checker import account, assert_clean
+from tests.faults.conftest import FaultReport
+from tests.faults.harness import (
+    EX_INTERRUPTED,
+    drained,
+    submit,
+    with_max_receive_count,
+    worker_env,
+    worker_pool,
+)
+
+#: Jobs per backend: the SQS test server slows down with the backlog, so it gets fewer.
+JOBS = {"sqlite": 2000, "sqs": 150}
+WORKERS = 3
+#: The storm must be over well within this (the whole suite aims at a few minutes).
+BUDGET_S = {"sqlite": 100.0, "sqs": 100.0}
+
+
+def csv_input(index: int) -> bytes:
+    rows = [f"{index},{index}.5", f"row-{index},{index * 0.125!r}", f'"a,{index}",-7e-3']
+    return ("ID,Value\n" + "\n".join(rows) + "\n").encode()
+
+
+def reference_output(scratch: Path) -> Callable[[bytes, int], bytes]:
+    """``transform_csv`` run once, cleanly, in this process: what every output must equal."""
+
+    def expected(data: bytes, seed: int) -> bytes:
+        source, target = scratch / "in.csv", scratch / "out.csv"
+        source.write_bytes(data)
+        transform_csv(source, target, seed, workers=0)
+        return target.read_bytes()
+
+    return expected
+
+
+@pytest.mark.slow
+def test_kill_storm_loses_nothing_and_publishes_clean_bytes(
+    queue_env: QueueEnv, fault_report: FaultReport
+) -> None:
+    count = JOBS[queue_env.backend]
+    # A kill can cost a job a receive; with this many allowed, none should reach the DLQ.
+    storm_env = with_max_receive_count(queue_env, 50)
+    with tempfile.TemporaryDirectory() as scratch:
+        expects = submit(
+            storm_env,
+            "csv-process",
+            [csv_input(i) for i in range(count)],
+            reference_output(Path(scratch)),
+        )
+    env = worker_env(
+        storm_env,
+        CONVEYOR_VISIBILITY_TIMEOUT_S="2",
+        CONVEYOR_BATCH_SIZE="5",
+        CONVEYOR_GRACE_S="5",
+    )
+    rng = random.Random(20261122)
+    kills = 0
+    started = time.monotonic()
+    with worker_pool(env, storm_env.work) as start:
+        workers = [start() for _ in range(WORKERS)]
+        # When a random worker is SIGKILLed about every second, and restarted
+        while not drained(storm_env):
+            assert time.monotonic() - started < BUDGET_S[queue_env.backend], (
+                f"storm not over after {kills} kills: {storm_env.stats()}"
+            )
+            time.sleep(rng.uniform(0.6, 1.4))
+            victim = rng.randrange(WORKERS)
+            workers[victim].kill(signal.SIGKILL)
+            assert workers[victim].wait() == -signal.SIGKILL
+            workers[victim] = start()
+            kills += 1
+        took_s = time.monotonic() - started
+        for worker in workers:
+            worker.kill(signal.SIGTERM)
+        # A worker restarted a moment ago may not have its signal handler yet: it dies of
+        # the SIGTERM, which is one more kill, not a problem.
+        codes = [worker.wait() for worker in workers]
+        assert set(codes) <= {EX_INTERRUPTED, -signal.SIGTERM}, codes
+
+    # Then every job is published once or identically, nothing lost, nothing left over
+    summary = account(
+        "kill storm (SIGKILL ~1/s, 3 workers)",
+        expects,
+        storm_env.storage,
+        backend=queue_env.backend,
+        extra={"kills": kills, "seconds": round(took_s, 1)},
+    )
+    fault_report.add(summary)
+    assert_clean(summary)
+    assert kills >= 3, "the storm ended before it began: too few kills to mean anything"
+    assert storm_env.stats().dead_lettered == 0

@@ -1,0 +1,234 @@
+"""The worker's fast path: jobs without output, one task thread, few ledger calls per job."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conveyor.events import Action
+from conveyor.jobs import Job, JobState
+from conveyor.ledger import Ledger, LedgerEvent
+from conveyor.queues.base import Outgoing
+from conveyor.queues.memory import ManualClock, MemoryQueue
+from conveyor.settings import Settings
+from conveyor.stop import Shutdown
+from conveyor.tasks import TaskContext, TaskRegistry
+from conveyor.worker import Worker, job_id_of
+
+VISIBILITY_S = 30
+
+
+class CountingLedger(Ledger):
+    """A real ledger that counts its calls: reads (``get``) and write batches."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root, writer="worker")
+        self.gets: list[str] = []
+        self.batches: list[list[LedgerEvent]] = []
+
+    def get(self, job_id: str) -> Any:
+        self.gets.append(job_id)
+        return super().get(job_id)
+
+    def record_many(self, events: Any) -> None:
+        events = list(events)
+        self.batches.append(events)
+        super().record_many(events)
+
+
+@dataclass
+class Env:
+    root: Path
+    clock: ManualClock
+    queue: MemoryQueue
+    ledger: CountingLedger
+    registry: TaskRegistry
+    seen: list[tuple[str, int, Path | None, Path | None, JobState | None]] = field(
+        default_factory=list
+    )
+
+    def worker(self) -> Worker:
+        settings = Settings(
+            storage=self.root,
+            visibility_timeout_s=VISIBILITY_S,
+            max_receive_count=3,
+            wait_s=0,
+            batch_size=10,
+            grace_s=5,
+        )
+        return Worker(
+            self.queue,
+            settings,
+            ledger=self.ledger,
+            registry=self.registry,
+            observers=[],
+            clock=self.clock,
+            shutdown=Shutdown(),
+        )
+
+    def submit(self, count: int, output: bool = False) -> list[Job]:
+        jobs = []
+        for n in range(count):
+            job = Job(task="probe", output=f"outputs/{n}.txt" if output else None)
+            self.queue.send(Outgoing(job.to_json()))
+            jobs.append(job)
+        return jobs
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Env]:
+    clock = ManualClock()
+    queue = MemoryQueue(visibility_timeout_s=VISIBILITY_S, max_receive_count=3, clock=clock)
+    registry = TaskRegistry()
+    with CountingLedger(tmp_path) as ledger:
+        env = Env(tmp_path, clock, queue, ledger, registry)
+
+        @registry.task("probe")
+        def probe(ctx: TaskContext) -> dict[str, object]:
+            # What the task sees, and what a reader of the ledger sees while it runs
+            record = Ledger(tmp_path).get(ctx.job.job_id)
+            env.seen.append(
+                (
+                    ctx.job.job_id,
+                    threading.get_ident(),
+                    ctx.output_path,
+                    ctx.write_path,
+                    None if record is None else record.state,
+                )
+            )
+            if ctx.write_path is not None:
+                ctx.write_path.write_text(ctx.job.job_id)
+            return {"ok": True}
+
+        yield env
+
+
+def test_a_job_without_output_publishes_nothing_and_succeeds(env: Env) -> None:
+    # Given a job whose envelope has no output
+    [job] = env.submit(1)
+    # When a worker runs it
+    result = env.worker().run_once()
+    # Then the task got no output paths, nothing was written, and the job succeeded
+    assert [event.action for event in result.events] == [Action.SUCCEEDED]
+    assert result.acked == 1
+    [(job_id, _, output_path, write_path, _)] = env.seen
+    assert (job_id, output_path, write_path) == (job.job_id, None, None)
+    assert sorted(path.name for path in env.root.iterdir()) == ["_conveyor"]
+    record = Ledger(env.root).get(job.job_id)
+    assert record is not None
+    assert (record.state, record.output, record.result) == (JobState.SUCCEEDED, None, {"ok": True})
+
+
+def test_tasks_share_one_long_lived_thread(env: Env) -> None:
+    env.submit(10)
+    env.submit(5, output=True)
+    worker = env.worker()
+    while env.queue.stats().pending:
+        worker.run_once()
+    threads = {thread for _, thread, *_ in env.seen}
+    assert len(env.seen) == 15
+    assert len(threads) == 1
+    assert threads != {threading.get_ident()}  # not the main thread: it heartbeats
+
+
+def test_running_is_recorded_before_the_task_and_one_write_per_job(env: Env) -> None:
+    # Given a round of ten jobs
+    jobs = env.submit(10)
+    # When it runs
+    result = env.worker().run_once()
+    # Then every task already showed as running to another reader of the ledger
+    assert [state for *_, state in env.seen] == [JobState.RUNNING] * 10
+    # And the ledger got one write per job (a job's success goes with the next one's start)
+    assert len(env.ledger.batches) == 11
+    assert [len(batch) for batch in env.ledger.batches] == [1] + [2] * 9 + [1]
+    assert result.acked == 10
+    fresh = Ledger(env.root)
+    for job in jobs:
+        record = fresh.get(job.job_id)
+        assert record is not None
+        assert record.state is JobState.SUCCEEDED
+        assert record.started_at is not None and record.finished_at is not None
+        assert record.finished_at >= record.started_at
+
+
+def test_first_deliveries_do_not_read_the_ledger(env: Env) -> None:
+    env.submit(6)
+    env.submit(4, output=True)
+    env.worker().run_once()
+    assert env.ledger.gets == []
+
+
+def test_a_redelivered_job_without_output_that_succeeded_is_skipped(env: Env) -> None:
+    # Given a job that succeeded but whose ack was lost
+    [job] = env.submit(1)
+    worker = env.worker()
+    env.ledger.record(job.job_id, JobState.SUCCEEDED, attempt=1)
+    # When its message comes back (receive count 2)
+    env.queue.receive(1, 0)
+    env.clock.advance(VISIBILITY_S + 1)
+    result = worker.run_once()
+    # Then the ledger was read once and the job acked without running again
+    assert [event.action for event in result.events] == [Action.SKIPPED]
+    assert env.ledger.gets == [job.job_id]
+    assert env.seen == []
+    assert result.acked == 1
+
+
+def test_an_existing_output_makes_the_worker_read_the_ledger(env: Env) -> None:
+    # Given an output already there, from a job the ledger does not know as succeeded
+    [job] = env.submit(1, output=True)
+    (env.root / "outputs").mkdir()
+    (env.root / "outputs" / "0.txt").write_text("stale")
+    # When it runs
+    env.worker().run_once()
+    # Then the ledger was read, and the job ran and replaced the output
+    assert env.ledger.gets == [job.job_id]
+    assert (env.root / "outputs" / "0.txt").read_text() == job.job_id
+
+
+def test_a_ledger_that_cannot_be_written_holds_the_ack_back(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from conveyor.errors import StorageError
+
+    # Given a ledger that fails once the jobs ran (the final write of the round)
+    env.submit(2)
+    worker = env.worker()
+    real = Ledger.record_many
+    calls = 0
+
+    def flaky(self: Ledger, events: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise StorageError("cannot append: disk on fire")
+        real(self, events)
+
+    monkeypatch.setattr(Ledger, "record_many", flaky)
+    # When the round ends
+    result = worker.run_once()
+    # Then nothing was acked: both messages will come back
+    assert result.acked == 0
+    assert env.queue.stats().in_flight == 2
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (Job(task="t", job_id="J-1_a").to_json(), "J-1_a"),
+        ('{"v":1,"job_id":"J2","task":', "J2"),  # the rest malformed: the id still counts
+        ('{"v":1,"job_id":"J3', None),  # cut inside the id
+        ('{"v":1,"job_id":"a/b","task":"t"}', None),
+        ('{"v":1,"job_id":"","task":"t"}', None),
+        ('{"job_id": "J4", "v": 1}', "J4"),  # another writer's spelling: parsed
+        ('{"v":1,"job_id":5}', None),
+        ("not json", None),
+    ],
+)
+def test_job_id_of_reads_the_id_from_any_body(body: str, expected: str | None) -> None:
+    assert job_id_of(body) == expected
