@@ -342,7 +342,9 @@ def run(args: argparse.Namespace | None = None) -> list[Any]:
     baseline_messages = int(
         getattr(args, "queue_baseline_messages", None) or (1_000 if quick else 20_000)
     )
-    e2e_jobs = tuple(getattr(args, "queue_e2e_jobs", None) or ((500,) if quick else (20_000,)))
+    e2e_jobs = tuple(
+        getattr(args, "queue_e2e_jobs", None) or ((500,) if quick else (20_000, 200_000))
+    )
     backlogs = (2_000, 20_000) if quick else (20_000, 200_000)
     results = measure(messages, baseline_messages, backlogs, e2e_jobs, repeat)
     backlog: dict[int, Rate] = results.pop("backlog")

@@ -76,6 +76,8 @@ class LogObserver:
             Action.RECEIVED: logging.DEBUG,
             Action.LEASE_EXTENDED: logging.DEBUG,
         }.get(event.action, logging.INFO)
+        if not self._logger.isEnabledFor(level):
+            return  # this runs several times per job: skip building a record nobody logs
         text = f"job {event.job_id or '?'} {event.action}"
         if event.reason:
             text = f"{text}: {event.reason}"

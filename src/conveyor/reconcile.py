@@ -24,8 +24,9 @@ log = logging.getLogger("conveyor.reconcile")
 
 #: Why a job that reached the dead-letter queue without a recorded outcome failed.
 CRASH_HINT = "the worker died or its lease expired on every attempt"
-#: Seconds between dead-letter checks of an idle worker on a remote queue (SQS: a check is
-#: two GetQueueAttributes requests, so at most 2 a minute on top of the 3 long polls).
+#: Seconds between dead-letter checks of a worker on a remote queue (SQS: a check is two
+#: GetQueueAttributes requests). A remote worker looks only after it saw work since its last
+#: look, so a worker that stays idle makes nothing but its 3 long polls a minute.
 REMOTE_CHECK_EVERY_S = 60.0
 #: The same on a local queue (SQLite, memory), where a check costs no request.
 LOCAL_CHECK_EVERY_S = 2.0
@@ -125,6 +126,8 @@ class DeadLetterWatch:
     It lists the dead-letter queue only when its count grew since the last look, looks at
     most every ``every_s`` seconds, and reuses the counts a stop policy fetched this round
     (:meth:`pending`), so an ``--until-empty`` worker pays no extra request for the counts.
+    On a remote queue it looks only once after each spell of work (:meth:`note_activity`):
+    a worker that stays idle spends no request on it.
 
     Args:
         queue: the worker's queue.
@@ -147,6 +150,8 @@ class DeadLetterWatch:
         self.ledger = ledger
         self.worker = worker
         self.every_s = check_every_s(queue.url) if every_s is None else every_s
+        self._remote = urlsplit(queue.url).scheme in ("http", "https")
+        self._active = False
         self._clock = clock
         self._checked_at = -math.inf
         self._seen: int | None = None
@@ -156,6 +161,10 @@ class DeadLetterWatch:
         """The queue's pending count (for a stop policy); the counts are kept for :meth:`poll`."""
         self._fresh = self.queue.stats()
         return self._fresh.pending
+
+    def note_activity(self) -> None:
+        """The worker received messages: a look is worth its requests again."""
+        self._active = True
 
     def poll(self, *, final: bool = False) -> list[str]:
         """Look at the dead-letter queue if due (always when ``final``); reconcile what is new.
@@ -171,7 +180,10 @@ class DeadLetterWatch:
             return []
         if final and fresh is None and self._seen is None:
             return []  # never looked and nothing fetched: not worth a request on the way out
+        if not final and fresh is None and self._remote and not self._active:
+            return []  # idle since the last look: keep an idle worker's requests at its polls
         self._checked_at = now
+        self._active = False
         try:
             stats = fresh or self.queue.stats()
             seen, self._seen = self._seen, stats.dead_lettered

@@ -288,6 +288,7 @@ class Worker:
             last_received = result.received
             if result.received:
                 last_message_at = self._clock()
+                self.dead_letters.note_activity()
             elif not result.error and not result.interrupted:
                 self.dead_letters.poll()
             if self._clock() - self._reported_at >= _REPORT_EVERY_S:

@@ -189,8 +189,15 @@ def test_poison_job_that_kills_workers_ends_in_the_dead_letter_queue(
     assert [c.returncode for c in codes] == [13, 13, 13, 0], [c.stderr for c in codes]
     letters = queue_env.dead_letters()
     assert list(letters) == [poison["job_id"]]
-    assert letters[poison["job_id"]].receive_count == 3
+    if queue_env.backend == "sqs":
+        # SQS counts every look at the dead-letter queue as a receive, and the worker looks
+        # once to record the dead job in the ledger.
+        assert letters[poison["job_id"]].receive_count >= 3
+    else:
+        assert letters[poison["job_id"]].receive_count == 3
     assert queue_env.record(good[0]["job_id"])["state"] == "succeeded"
+    dead = queue_env.record(poison["job_id"])
+    assert dead["state"] == "failed" and "dead-lettered after" in dead["error"]
 
 
 def test_malformed_csv_fails_with_its_line_number_while_the_others_succeed(

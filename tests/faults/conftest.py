@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-# The end-to-end fixtures, reused: `queue_env` runs a test once on SQLite and once on the
-# SQS-compatible test server; `local_env` only on SQLite.
-from tests.e2e.conftest import local_env, queue_env
+# The end-to-end fixture, reused: `queue_env` runs a test once on SQLite and once on the
+# SQS-compatible test server.
+from tests.e2e.conftest import queue_env
 from tests.faults.harness import run_command
 from tests.faults.report import ARTIFACTS, REPORT, SUMMARIES, load, render
 
-__all__ = ["local_env", "queue_env"]
+__all__ = ["queue_env"]
 
 
 class FaultReport:

@@ -23,3 +23,34 @@ def input_bytes(index: int, size: int = 12_000) -> bytes:
     """A deterministic input of about ``size`` bytes for job number ``index``."""
     line = f"job {index:06d} " + "abcdefghijklmnopqrstuvwxyz0123456789" * 2 + "\n"
     return (line * (size // len(line) + 1)).encode()[:size]
+
+
+def csv_rows(index: int) -> list[tuple[str, str]]:
+    """The ``ID,Value`` rows of the kill storm's input number ``index`` (one ID needs quotes)."""
+    return [
+        (str(index), f"{index}.5"),
+        (f"row-{index}", repr(index * 0.125)),
+        (f"a,{index}", "-7e-3"),
+    ]
+
+
+def csv_text(rows: list[tuple[str, str]]) -> bytes:
+    """An input file holding ``rows``."""
+    lines = ["ID,Value", *(f"{_quoted(ident)},{value}" for ident, value in rows)]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def csv_reference(rows: list[tuple[str, str]], seed: int) -> bytes:
+    """What the CSV task must publish for ``rows``, the slow, obvious way (independent of
+    ``conveyor.csvtask``'s vectorised code): ``ProcessedValue = float(Value) * factor``."""
+    from conveyor.csvtask import row_factor
+
+    lines = ["ID,Value,ProcessedValue\n"]
+    for row, (ident, value) in enumerate(rows):
+        lines.append(f"{_quoted(ident)},{value},{float(value) * row_factor(seed, row)!r}\n")
+    return "".join(lines).encode()
+
+
+def _quoted(field: str) -> str:
+    needs = any(c in field for c in ',"\r\n')
+    return '"' + field.replace('"', '""') + '"' if needs else field

@@ -44,7 +44,15 @@ def _outcome(summary: Mapping[str, Any]) -> str:
 def _notes(summary: Mapping[str, Any]) -> str:
     notes = [f"{summary[k]} {k}" for k in ("kills", "seconds") if summary.get(k)]
     if summary.get("crashed_attempts"):
-        notes.append(f"{summary['crashed_attempts']} attempts died mid-job")
+        notes.append(f"{summary['crashed_attempts']} attempt(s) died mid-job")
+    for key, label in (
+        ("still_queued", "still queued at the end"),
+        ("dead_lettered", "in the DLQ"),
+        ("rejected_on_send", "refused by the queue"),
+        ("dead_lettered_without_id", "dead-lettered without a job id"),
+    ):
+        if summary.get(key):
+            notes.append(f"{summary[key]} {label}")
     return ", ".join(notes)
 
 

@@ -109,7 +109,7 @@ def test_a_worker_paused_past_its_lease_neither_publishes_nor_acks(
         task="fault-stamp",
         input="inputs/z.txt",
         output="outputs/z.txt",
-        params={"marker_dir": str(markers), "first_run_s": 4, "later_run_s": 5},
+        params={"marker_dir": str(markers), "first_run_s": 6, "later_run_s": 0.5},
     )
     send_raw(queue_env, [job.to_json()])
     env = worker_env(queue_env, CONVEYOR_VISIBILITY_TIMEOUT_S="2")
@@ -120,18 +120,18 @@ def test_a_worker_paused_past_its_lease_neither_publishes_nor_acks(
 
         # Given the first worker frozen (SIGSTOP) until its lease has expired
         zombie.kill(signal.SIGSTOP)
-        time.sleep(3)
+        wait_for(lambda: queue_env.stats().visible == 1, what="the lease to expire")
         taker = start("--batch-size=1", "--until-empty")
         wait_for(lambda: len(started_runs(markers, job.job_id)) == 2, what="the second run")
 
-        # When it resumes while the second worker holds the job
+        # When it resumes while the second worker holds the job, which then publishes
         zombie.kill(signal.SIGCONT)
-        assert zombie.wait() == 0, zombie.log()
         assert taker.wait() == 0, taker.log()
         after_taker = output.stat()
-        time.sleep(0.5)
+        assert zombie.process.poll() is None  # its stubborn task has not returned yet
+        assert zombie.wait() == 0, zombie.log()
 
-    # Then the output is the second worker's publication, untouched since
+    # Then the output is the second worker's publication, untouched by the resumed one
     assert output.read_text() == f"published by {taker.pid}\n"
     now = output.stat()
     assert (now.st_ino, now.st_mtime_ns, now.st_size) == (

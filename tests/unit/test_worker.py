@@ -804,7 +804,7 @@ class _CountingQueue(MemoryQueue):
         return super().dead_letters(limit)
 
 
-def test_an_idle_worker_on_sqs_looks_at_the_dead_letter_queue_at_most_once_a_minute(
+def test_an_idle_worker_on_sqs_looks_at_the_dead_letter_queue_once_after_work_only(
     tmp_path: Path,
 ) -> None:
     from conveyor.reconcile import DeadLetterWatch
@@ -812,22 +812,27 @@ def test_an_idle_worker_on_sqs_looks_at_the_dead_letter_queue_at_most_once_a_min
     clock = ManualClock()
     queue = _CountingQueue(clock)
     watch = DeadLetterWatch(queue, Ledger(tmp_path), worker="w", clock=clock)
-    # Ten idle minutes of 20 s long polls.
+    # Ten idle minutes of 20 s long polls: no request beyond the polls (3 a minute).
     for _ in range(30):
         watch.poll()
         clock.advance(20)
-    assert queue.calls == {"stats": 10, "dead_letters": 0}  # 2 requests each on SQS
+    assert queue.calls == {"stats": 0, "dead_letters": 0}
 
     job = Job(task="upper", input="inputs/a", output="outputs/a")
     queue.send(Outgoing(job.to_json()))
     queue.receive(1, 0)  # its worker dies; the next receive dead-letters it
+    watch.note_activity()
     clock.advance(VISIBILITY_S + 1)
     assert queue.receive(1, 0) == []
     clock.advance(60)
 
     assert watch.poll() == [job.job_id]
-    assert watch.poll(final=True) == []  # nothing new: no second listing
-    assert queue.calls["dead_letters"] == 1
+    # Idle again: ten more minutes cost nothing, and the way out lists nothing new.
+    for _ in range(30):
+        assert watch.poll() == []
+        clock.advance(20)
+    assert watch.poll(final=True) == []
+    assert queue.calls == {"stats": 2, "dead_letters": 1}
 
 
 def test_until_empty_reuses_the_counts_it_fetched_for_the_dead_letter_check(env: Env) -> None:
