@@ -65,10 +65,12 @@ class Settings:
 
     @property
     def heartbeat_s(self) -> float:
-        """Seconds between lease extensions: well before the visibility timeout expires."""
-        if self.heartbeat_every_s is not None:
-            return self.heartbeat_every_s
-        return max(1.0, self.visibility_timeout_s / 3)
+        """Seconds between lease extensions: well before the visibility timeout expires
+        (never more than half of it, whatever was asked for)."""
+        every_s = self.heartbeat_every_s
+        if every_s is None:
+            every_s = max(1.0, self.visibility_timeout_s / 3)
+        return min(every_s, self.visibility_timeout_s / 2)
 
     def with_(self, **changes: object) -> Settings:
         """A copy with some fields changed."""

@@ -235,7 +235,7 @@ class Worker:
         self.backoff = backoff or ExponentialBackoff(settings.retry_base_s, settings.retry_max_s)
         self._clock = clock
         # At least two beats per visibility timeout, even for very short timeouts.
-        self._heartbeat_s = min(settings.heartbeat_s, settings.visibility_timeout_s / 2)
+        self._heartbeat_s = settings.heartbeat_s
         # Our clock starts a lease after the receive returned, the queue's before: a lease
         # "valid" by less than this is extended before publishing (see _confirm).
         self._margin_s = max(_LEASE_MARGIN_S, settings.visibility_timeout_s / 10)

@@ -351,7 +351,9 @@ def test_stats_count_each_kind_of_message(make_queue: QueueFactory) -> None:
     assert in_flight.body in {"a", "b", "c"}
 
 
-def test_threads_sharing_a_queue_receive_each_message_once(make_queue: QueueFactory) -> None:
+def test_threads_sharing_a_queue_receive_each_message_once(
+    make_queue: QueueFactory, queue_backend: str
+) -> None:
     queue = make_queue(visibility_timeout_s=60)
     bodies = {f"job-{i}" for i in range(40)}
     queue.send_batch([Outgoing(body) for body in sorted(bodies)])
@@ -373,4 +375,9 @@ def test_threads_sharing_a_queue_receive_each_message_once(make_queue: QueueFact
     for thread in threads:
         thread.join(timeout=60)
 
-    assert sorted(acked) == sorted(bodies)  # every message, none twice
+    if queue_backend == "sqs":
+        # A standard SQS queue is at-least-once even for concurrent receives (and moto's
+        # server races there too): every message, each acked by a current lease.
+        assert set(acked) == bodies
+    else:
+        assert sorted(acked) == sorted(bodies)  # every message, none twice

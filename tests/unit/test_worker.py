@@ -918,3 +918,14 @@ def test_crash_points_come_from_the_environment_when_the_worker_starts(
     monkeypatch.setenv(CRASH_ENV, "after_lunch")
     with pytest.raises(ConfigError, match="unknown crash point 'after_lunch'"):
         env.worker()
+
+
+@pytest.mark.parametrize(
+    ("visibility_timeout_s", "asked_s", "expected_s"),
+    [(60, None, 20.0), (2, None, 1.0), (1, None, 0.5), (10, 30.0, 5.0), (60, 5.0, 5.0)],
+)
+def test_the_heartbeat_comes_well_before_the_lease_expires(
+    visibility_timeout_s: int, asked_s: float | None, expected_s: float
+) -> None:
+    settings = Settings(visibility_timeout_s=visibility_timeout_s, heartbeat_every_s=asked_s)
+    assert settings.heartbeat_s == expected_s

@@ -80,7 +80,7 @@ def queue_purge(storage: Path, queue_url: str | None, endpoint_url: str | None, 
 @click.option("--fifo", is_flag=True, help="A FIFO queue (SQS; the name gets '.fifo').")
 @click.option(
     "--max-receive-count",
-    type=click.IntRange(1),
+    type=click.IntRange(2),  # 1 would dead-letter a job on its first worker crash
     default=5,
     show_default=True,
     envvar="CONVEYOR_MAX_RECEIVE_COUNT",
