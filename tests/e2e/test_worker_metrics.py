@@ -3,6 +3,7 @@ structured log lines, one JSON object per event."""
 
 from __future__ import annotations
 
+import random
 import re
 import signal
 import socket
@@ -149,17 +150,21 @@ def test_metrics_server_binds_loopback_and_stops_on_close() -> None:
 
 
 def _two_free_ports() -> int:
-    """A port P such that P and P+1 are both free right now."""
-    for _ in range(50):
-        with socket.socket() as first:
-            first.bind(("127.0.0.1", 0))
-            port = first.getsockname()[1]
-            with socket.socket() as second:
-                try:
-                    second.bind(("127.0.0.1", port + 1))
-                except OSError:
-                    continue
-        return int(port)
+    """A port P such that P and P+1 are both free right now.
+
+    Drawn below Linux's ephemeral range (32768 and up), so that no client socket of this
+    test (its own scrapes) can be given one of them before the workers bind it.
+    """
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20_000, 30_000)
+        try:
+            with socket.socket() as first, socket.socket() as second:
+                first.bind(("127.0.0.1", port))
+                second.bind(("127.0.0.1", port + 1))
+        except OSError:
+            continue
+        return port
     raise AssertionError("no two adjacent free ports")
 
 
