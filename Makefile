@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip --disable-pip-version-check -q
 # Playwright (test extra) drives Debian's chromium; it must never fetch a browser build.
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
-.PHONY: demo demo-sqs test lint typecheck unit bench clean image push buildx-builder chromium
+.PHONY: demo demo-sqs test lint typecheck unit bench clean image push buildx-builder chromium postgres
 
 $(VENV)/.base: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,11 +39,31 @@ typecheck: $(VENV)/.test
 unit: $(VENV)/.test
 	$(PY) -m pytest tests/unit -q
 
+# $(call apt_install,CHECK,PACKAGE,WHY,WHAT): unless the command CHECK succeeds, say what
+# is installed and why, then install Debian's PACKAGE with apt-get (as root: `make test`
+# never runs sudo itself); when it cannot (not root, no apt-get, apt-get failed), one line
+# says what to run instead. No commas in the arguments.
+apt_install = @if $(1) >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" != 0 ]; then \
+		echo "conveyor: $(3) needs Debian's $(2); install it with: sudo apt-get install $(2)" >&2; exit 1; \
+	elif ! command -v apt-get >/dev/null 2>&1; then \
+		echo "conveyor: $(3) needs $(2) and there is no apt-get here: install $(2) with this system's package manager" >&2; exit 1; \
+	else \
+		echo "conveyor: $(3) needs Debian's $(2): installing it now as root ($(4)): apt-get install $(2)"; \
+		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive \
+			apt-get install -q -y --no-install-recommends $(2); } || \
+		{ echo "conveyor: apt-get could not install $(2) (see above); $(3) needs it: sudo apt-get install $(2)" >&2; exit 1; }; \
+	fi
+
 # The dashboard's browser test drives Debian's chromium (never a downloaded browser).
 chromium:
-	command -v chromium >/dev/null || (apt-get update && apt-get install -y --no-install-recommends chromium)
+	$(call apt_install,command -v chromium,chromium,the dashboard's browser test,about 25 packages and 414 MB on a bare Debian)
 
-test: lint typecheck $(VENV)/.test chromium
+# The ledger's tests start a real PostgreSQL server (Debian's) on 127.0.0.1.
+postgres:
+	$(call apt_install,ls /usr/lib/postgresql/*/bin/initdb,postgresql,the ledger's test suite (a real PostgreSQL server on 127.0.0.1),the server and its client)
+
+test: lint typecheck $(VENV)/.test chromium postgres
 	$(PY) -m pytest -q
 
 bench: $(VENV)/.bench

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The `make demo` flow on an SQS queue: a local SQS-compatible server (moto) on loopback,
 # a queue and its dead-letter queue made by `conveyor queue create`, then scripts/demo.sh
-# with SQS_QUEUE_URL exported. Fake credentials only; nothing reaches AWS.
+# on that queue (`--queue URL`). Fake credentials only; nothing reaches AWS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,14 +38,21 @@ export AWS_ENDPOINT_URL_SQS="$endpoint"
 export AWS_DEFAULT_REGION=us-east-1
 export AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo
 export AWS_EC2_METADATA_DISABLED=true
-unset AWS_PROFILE AWS_SESSION_TOKEN CONVEYOR_QUEUE_URL
+unset AWS_PROFILE AWS_SESSION_TOKEN CONVEYOR_QUEUE_URL SQS_QUEUE_URL
 
 echo "== SQS test server at $endpoint"
-SQS_QUEUE_URL=$("$CONVEYOR" queue create demo-jobs | tail -n 1)
-export SQS_QUEUE_URL
-echo "== queue: $SQS_QUEUE_URL (and its dead-letter queue demo-jobs-dlq)"
+queue_url=$("$CONVEYOR" queue create demo-jobs | tail -n 1)
+case "$queue_url" in
+    http://*|https://*) ;;
+    *) echo "demo-sqs: \`conveyor queue create\` printed no queue URL: $queue_url" >&2; exit 1 ;;
+esac
+echo "== queue: $queue_url (and its dead-letter queue demo-jobs-dlq)"
 
-bash scripts/demo.sh
+# The queue goes as an argument: demo.sh drops inherited CONVEYOR_*/SQS_QUEUE_URL settings.
+bash scripts/demo.sh --queue "$queue_url"
 
+echo
 echo "== clean-up, as the tutorial's last step"
-"$CONVEYOR" queue delete --yes
+"$CONVEYOR" queue delete --yes --queue "$queue_url"
+echo
+echo "The SQS test server is gone with the queue; \`make demo\` leaves a local setup to explore."

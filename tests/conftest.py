@@ -15,4 +15,4 @@ def _scrub_env(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name, raising=False)
 
 
-pytest_plugins = ["tests.fixtures.queues", "tests.fixtures.sqs"]
+pytest_plugins = ["tests.fixtures.queues", "tests.fixtures.sqs", "tests.fixtures.postgres"]

@@ -1,4 +1,8 @@
-"""conveyor: asynchronous batch jobs through a queue, with the data on shared storage."""
+"""conveyor: asynchronous batch jobs through a queue, with the data on shared storage.
+
+``conveyor.connect()`` gives a :class:`Client` (submit, submit_many, get, wait, cancel);
+``@conveyor.task`` registers a task, which can then submit itself (``wordcount.submit(...)``).
+"""
 
 from __future__ import annotations
 
@@ -6,14 +10,37 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["Job", "TaskContext", "task"]
+__all__ = [
+    "Client",
+    "Job",
+    "JobRecord",
+    "JobState",
+    "Task",
+    "TaskContext",
+    "connect",
+    "open_queue",
+    "task",
+]
 
 if TYPE_CHECKING:
-    from conveyor.jobs import Job
-    from conveyor.tasks import TaskContext, task
+    from conveyor.client import Client, connect
+    from conveyor.jobs import Job, JobState
+    from conveyor.ledger import JobRecord
+    from conveyor.queues import open_queue
+    from conveyor.tasks import Task, TaskContext, task
 
 # Imported on first use, so that `conveyor run` does not pay for the queue machinery.
-_LAZY = {"Job": "conveyor.jobs", "TaskContext": "conveyor.tasks", "task": "conveyor.tasks"}
+_LAZY = {
+    "Client": "conveyor.client",
+    "connect": "conveyor.client",
+    "Job": "conveyor.jobs",
+    "JobState": "conveyor.jobs",
+    "JobRecord": "conveyor.ledger",
+    "open_queue": "conveyor.queues",
+    "Task": "conveyor.tasks",
+    "TaskContext": "conveyor.tasks",
+    "task": "conveyor.tasks",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -23,3 +50,7 @@ def __getattr__(name: str) -> Any:
     import importlib
 
     return getattr(importlib.import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -70,6 +70,7 @@ __all__ = [
     "row_factor",
     "row_factors",
     "transform_csv",
+    "transform_csv_range",
 ]
 
 #: The input's header line, and the output's.
@@ -189,6 +190,85 @@ def transform_csv(
         BadInput: the input is missing, unreadable or malformed, or is the output itself.
         StorageError: the output could not be written (StorageFull when the disk is full).
     """
+    return _transform(
+        input_path, output_path, seed, None, block_bytes=block_bytes, workers=workers, fast=fast
+    )
+
+
+def transform_csv_range(
+    input_path: Path,
+    output_path: Path,
+    seed: int,
+    *,
+    start_byte: int,
+    end_byte: int,
+    first_row: int,
+    first_line: int,
+    header: bool = False,
+    block_bytes: int = DEFAULT_BLOCK_BYTES,
+    workers: int = DEFAULT_WORKERS,
+    fast: bool = True,
+) -> CsvStats:
+    """Process only the rows in bytes ``[start_byte, end_byte)`` of ``input_path`` (a shard).
+
+    The output holds exactly the lines :func:`transform_csv` writes for those rows, so the
+    header (``header=True``, for the first shard) followed by every shard's output in order
+    is byte-identical to the whole file's. The range comes from
+    :func:`conveyor.csvsplit.split_csv`: whole records, after the header. ``first_row`` is the
+    data row number of its first record (0-based, as :func:`row_factors` counts) and
+    ``first_line`` the file's line number of it, so errors name the file's real line. The
+    header is still read and checked; bytes past the file's last row are ignored.
+
+    Args:
+        workers: threads that parse and format blocks; 0 runs everything in the calling
+            thread, for a worker process that must stay on one core (polars' own thread pool
+            is sized by ``POLARS_MAX_THREADS``, read when polars is first imported).
+
+    Raises:
+        BadInput: the input is missing, unreadable or malformed, or the range is not one of
+            whole lines after its header (the file changed since it was split).
+        StorageError: the output could not be written (StorageFull when the disk is full).
+    """
+    if not 0 <= start_byte <= end_byte or first_row < 0 or first_line < 2:
+        raise ValueError(
+            "need 0 <= start_byte <= end_byte, first_row >= 0 and first_line >= 2, not "
+            f"{start_byte}, {end_byte}, {first_row}, {first_line}"
+        )
+    span = _Span(start_byte, end_byte, first_row, first_line)
+    return _transform(
+        input_path,
+        output_path,
+        seed,
+        span,
+        header=header,
+        block_bytes=block_bytes,
+        workers=workers,
+        fast=fast,
+    )
+
+
+@dataclass(frozen=True)
+class _Span:
+    """The part of a file one shard processes (see :func:`transform_csv_range`)."""
+
+    start: int
+    end: int
+    first_row: int
+    first_line: int
+
+
+def _transform(
+    input_path: Path,
+    output_path: Path,
+    seed: int,
+    span: _Span | None,
+    *,
+    header: bool = True,
+    block_bytes: int,
+    workers: int,
+    fast: bool,
+) -> CsvStats:
+    """:func:`transform_csv` of the whole file (``span=None``) or of one shard."""
     if not 0 <= seed <= MAX_SEED:
         raise ValueError(f"seed must be in 0..{MAX_SEED}, not {seed}")
     if block_bytes < 1 or workers < 0:
@@ -197,14 +277,20 @@ def transform_csv(
     name = str(input_path)
     with _open_input(input_path) as (fd, info):
         source = _Source(fd, info.st_size, name)
+        if span is not None:
+            source.narrow(span)
+        first_row = 0 if span is None else span.first_row
         with _Output(output_path, info) as out:
-            out.write(OUTPUT_HEADER)
+            if header:
+                out.write(OUTPUT_HEADER)
             with _executor(workers) as pool:
-                rows = _Run(
+                run = _Run(
                     source, seed, block_bytes=block_bytes, fast=fast, pool=pool, depth=workers + 1
-                ).into(out)
+                )
+                rows = run.into(out, first_row)
             out.finish()
-    return CsvStats(rows, seed, info.st_size, out.written, time.perf_counter() - started)
+    read = info.st_size if span is None else source.data_end - source.data_start
+    return CsvStats(rows, seed, read, out.written, time.perf_counter() - started)
 
 
 def process_csv(input_path: Path, output_path: Path, seed: int | None = None) -> CsvStats:
@@ -399,6 +485,25 @@ class _Source:
         self.data_start = lines.offset
         #: Number of the first line after the header.
         self.first_line = lines.line_no + 1
+
+    def narrow(self, span: _Span) -> None:
+        """Keep only ``span``'s rows; BadInput unless it is whole lines after the header."""
+        if not (
+            self.data_start <= span.start
+            and span.end <= self.size
+            and self._starts_line(span.start)
+            and (span.end >= self.data_end or self._starts_line(span.end))
+        ):
+            raise BadInput(
+                f"{self.name}: bytes {span.start}..{span.end} are not whole lines after the "
+                "header (has the file changed since it was split?)"
+            )
+        self.data_start = span.start
+        self.data_end = max(span.start, min(span.end, self.data_end))
+        self.first_line = span.first_line
+
+    def _starts_line(self, offset: int) -> bool:
+        return offset == self.data_start or self.read(offset - 1, 1) == b"\n"
 
     def read(self, offset: int, size: int) -> bytes:
         """Up to ``size`` bytes at ``offset``."""
@@ -737,10 +842,10 @@ class _Run:
         self.pool = pool
         self.depth = depth
 
-    def into(self, out: _Output) -> int:
-        """Write every row to ``out``; return how many."""
+    def into(self, out: _Output, first_row: int = 0) -> int:
+        """Write every row to ``out``, the first being data row ``first_row``; return how many."""
         src = self.source
-        before = _resolved((0, src.first_line))
+        before = _resolved((first_row, src.first_line))
         pending: deque[Future[pl.DataFrame]] = deque()
         offset = src.data_start
         while offset < src.data_end:
@@ -766,7 +871,7 @@ class _Run:
                 out.write_frame(pending.popleft().result())
         while pending:
             out.write_frame(pending.popleft().result())
-        return before.result()[0]
+        return before.result()[0] - first_row
 
     def _fast(
         self,

@@ -40,6 +40,12 @@ class BadInput(ConveyorError):
     exit_code = 65  # EX_DATAERR
 
 
+class InputNotFound(BadInput):
+    """The input file does not exist or cannot be read."""
+
+    exit_code = 66  # EX_NOINPUT
+
+
 class BadMessage(BadInput):
     """A queue message is not a valid conveyor job envelope."""
 

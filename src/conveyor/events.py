@@ -21,6 +21,8 @@ class Action(enum.StrEnum):
     LEASE_LOST = "lease_lost"  #: the lease expired or was taken: not published, not acked
     RELEASED = "released"  #: given back on shutdown (visibility 0) for another worker
     LEASE_EXTENDED = "lease_extended"  #: the heartbeat extended the message's lease
+    #: the job was cancelled (``Client.cancel``): acked without running, or not published
+    CANCELLED = "cancelled"
 
 
 @dataclass(frozen=True)

@@ -5,10 +5,13 @@ Also `JobState`, the states a job moves through in the ledger, and `new_job_id()
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import hashlib
 import json
 import math
+import os
+import posixpath
 import re
 import secrets
 import time
@@ -52,13 +55,15 @@ _KNOWN = frozenset((*_REQUIRED, "output", "params", "params_ref"))
 
 
 class JobState(enum.StrEnum):
-    """Where a job is: ``queued → running → (retrying → running)* → succeeded | failed``."""
+    """Where a job is: ``queued → running → (retrying → running)* → succeeded | failed``,
+    or ``cancelled`` from any state that is not terminal."""
 
     QUEUED = "queued"
     RUNNING = "running"
     RETRYING = "retrying"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
     @property
     def terminal(self) -> bool:
@@ -67,7 +72,7 @@ class JobState(enum.StrEnum):
 
 
 #: States a job never leaves on its own.
-TERMINAL: frozenset[JobState] = frozenset({JobState.SUCCEEDED, JobState.FAILED})
+TERMINAL: frozenset[JobState] = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
 
 
 def new_job_id(now_s: float | None = None) -> str:
@@ -178,6 +183,7 @@ class Job:
         if not isinstance(text, str):
             raise BadMessage(f"bad message: expected JSON text, got {type(text).__name__}")
         _check_size(text, max_bytes)
+        _check_utf8(text)
         data = parse_json(text, what="message")
         return cls.from_dict(data)
 
@@ -201,7 +207,7 @@ class Job:
             raise BadMessage(f"bad message: missing field(s) {', '.join(map(repr, missing))}")
         if "params" in data and "params_ref" in data:
             raise BadMessage("bad message: field 'params_ref': not allowed with 'params'")
-        ref = _claim_ref(data["params_ref"]) if "params_ref" in data else None
+        ref = _claim_ref(data["params_ref"], data["job_id"]) if "params_ref" in data else None
         return cls(
             job_id=data["job_id"],
             task=data["task"],
@@ -241,8 +247,9 @@ def encode_for_queue(job: Job, storage: Storage, max_bytes: int = CLAIM_THRESHOL
     """The message text for ``job``, claim-checking its params if it is over ``max_bytes``.
 
     The params are written once, atomically, to ``_conveyor/claims/<sha256>.json`` (named
-    by their hash, so equal params share one file) and the message carries that path and
-    hash instead.
+    by their hash, so equal params share one file), hard-linked to a name of the job's own
+    (:func:`claim_path`), and the message carries that name and the hash instead. The
+    worker removes the job's name once the job succeeded (:func:`release_claim`).
 
     Raises:
         MessageTooLarge: the message is too large even without its params, or the params
@@ -261,7 +268,8 @@ def encode_for_queue(job: Job, storage: Storage, max_bytes: int = CLAIM_THRESHOL
             )
         digest = hashlib.sha256(data).hexdigest()
         _write_claim(storage, digest, data)
-        job = replace(job, params={}, params_ref=ClaimRef(_claim_path(digest), digest))
+        path = _link_claim(storage, job.job_id, digest, data)
+        job = replace(job, params={}, params_ref=ClaimRef(path, digest))
         text = job.to_json()
     if len(text) > max_bytes:
         raise MessageTooLarge(
@@ -275,10 +283,13 @@ def decode_from_queue(text: str | bytes, storage: Storage) -> Job:
     """Parse a message and, if its params were claim-checked, load and verify them.
 
     Raises:
-        BadMessage: the message is invalid (see :meth:`Job.from_json`), or its claim is
-            missing, unreadable, altered (hash mismatch) or not a JSON object.
+        BadMessage: the message is invalid (see :meth:`Job.from_json`), its output is its
+            input (the job would overwrite its own input), or its claim is missing,
+            unreadable, altered (hash mismatch) or not a JSON object.
     """
     job = Job.from_json(text)
+    if job.input is not None and job.output is not None:
+        _check_output_is_not_input(job.job_id, job.input, job.output, storage)
     ref = job.params_ref
     if ref is None:
         return job
@@ -300,11 +311,85 @@ def decode_from_queue(text: str | bytes, storage: Storage) -> Job:
     return replace(job, params=params, params_ref=None)
 
 
+def _check_output_is_not_input(job_id: str, input: str, output: str, storage: Storage) -> None:
+    """Refuse a job whose output is its input, by name or once symlinks are followed: the
+    worker would replace the input with the output (``conveyor run`` refuses it too).
+
+    Raises:
+        BadMessage: they are the same file.
+    """
+    same = posixpath.normpath(input) == posixpath.normpath(output)
+    if not same:
+        root = storage.root
+        same = os.path.realpath(root / input) == os.path.realpath(root / output)
+    if same:
+        raise BadMessage(
+            f"bad message: job {job_id}: its output {output} is its input: "
+            "the job would overwrite its own input"
+        )
+
+
 def _claim_path(digest: str) -> str:
     return f"{CLAIMS_DIR}/{digest}.json"
 
 
+def claim_path(job_id: str) -> str:
+    """The job's own name for its claim-checked params, relative to the storage root.
+    (A job id has no dot, so it never clashes with a shared ``<sha256>.json``.)"""
+    return f"{CLAIMS_DIR}/{job_id}.job.json"
+
+
+def _link_claim(storage: Storage, job_id: str, digest: str, data: bytes) -> str:
+    """Give the job its own name for the shared claim file (a hard link: no copy), so that
+    removing it when the job ends never takes the params of another job; a copy of its
+    own where the filesystem has no hard links.
+
+    Raises:
+        StorageError: the claim could not be written.
+    """
+    rel = claim_path(job_id)
+    own, shared = storage.root / rel, storage.root / _claim_path(digest)
+    for _ in range(3):
+        try:
+            os.link(shared, own)
+        except FileExistsError:
+            with contextlib.suppress(OSError):
+                if os.path.samefile(own, shared):
+                    return rel  # this job was encoded before, with these params
+                own.unlink()  # a stale name (a job id used again): replace it
+        except FileNotFoundError:
+            _write_claim(storage, digest, data)  # a worker just released the shared name
+        except OSError:
+            break
+        else:
+            return rel
+    with atomic_output(own) as temp:
+        try:
+            os.chmod(temp, 0o600)
+            temp.write_bytes(data)
+        except OSError as exc:
+            raise storage_error(exc, f"cannot write claim {own}") from exc
+    return rel
+
+
+def release_claim(storage: Storage, job_id: str, ref: ClaimRef) -> None:
+    """Remove a finished job's claim: its own name, then the shared file once no other
+    job's name links to it (a submit racing with this just writes the shared file again).
+    A reference that is not the job's own name (an older message) is left alone. Never
+    raises: a claim left behind costs space, not correctness."""
+    if ref.path != claim_path(job_id):
+        return
+    with contextlib.suppress(OSError):
+        (storage.root / ref.path).unlink()
+    shared = storage.root / _claim_path(ref.sha256)
+    with contextlib.suppress(OSError):
+        if shared.stat().st_nlink == 1:
+            shared.unlink()
+
+
 def _write_claim(storage: Storage, digest: str, data: bytes) -> None:
+    """Write a claim owner-only (0600, in directories created 0700): params may carry
+    secrets such as API tokens."""
     final = storage.root / _claim_path(digest)
     try:
         if final.stat().st_size == len(data):
@@ -313,21 +398,31 @@ def _write_claim(storage: Storage, digest: str, data: bytes) -> None:
         pass
     except OSError as exc:
         raise storage_error(exc, f"cannot check claim {final}") from exc
+    try:
+        storage.root.mkdir(parents=True, exist_ok=True)
+        for directory in (storage.root / STATE_DIR, final.parent):
+            directory.mkdir(mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise storage_error(exc, f"cannot create {final.parent}") from exc
     with atomic_output(final) as temp:
         try:
+            os.chmod(temp, 0o600)
             temp.write_bytes(data)
         except OSError as exc:
             raise storage_error(exc, f"cannot write claim {final}") from exc
 
 
-def _claim_ref(value: object) -> ClaimRef:
+def _claim_ref(value: object, job_id: object) -> ClaimRef:
     if not isinstance(value, dict) or set(value) != {"path", "sha256"}:
         raise BadMessage("bad message: field 'params_ref': expected {'path', 'sha256'}")
     digest = value["sha256"]
     if not isinstance(digest, str) or not _SHA256_HEX.match(digest):
         raise BadMessage("bad message: field 'params_ref.sha256': not a sha256 hex digest")
-    if value["path"] != _claim_path(digest):
-        raise BadMessage(f"bad message: field 'params_ref.path': expected {_claim_path(digest)}")
+    own = claim_path(job_id) if isinstance(job_id, str) and _valid_job_id(job_id) else None
+    if value["path"] not in (own, _claim_path(digest)):
+        raise BadMessage(
+            f"bad message: field 'params_ref.path': expected {own or _claim_path(digest)}"
+        )
     return ClaimRef(path=value["path"], sha256=digest)
 
 
@@ -390,6 +485,19 @@ def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
+
+
+def _check_utf8(text: str) -> None:
+    """Reject text that carries bytes that were not UTF-8 (as lone surrogates: see
+    :func:`conveyor.queues.base.message_text`), rather than parse an altered message."""
+    if text.isascii():
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise BadMessage(
+            f"bad message: not UTF-8 (at character {exc.start}): it cannot be a job envelope"
+        ) from None
 
 
 def _check_size(text: str, max_bytes: int) -> None:
@@ -481,3 +589,46 @@ def _json_type(value: object) -> str:
 def _short(value: object) -> str:
     shown = repr(value)
     return shown if len(shown) <= 60 else shown[:57] + "..."
+
+
+# --- reading a job id from anything --------------------------------------------------------------
+
+#: How ``Job.to_json`` starts every envelope: the job id follows, with no escapes possible.
+_ENVELOPE_HEAD = f'{{"v":{VERSION},"job_id":"'
+
+
+def job_id_of(body: object) -> str | None:
+    """The job id in a message body, if it has a valid one (even if the rest is malformed).
+
+    Total: it never raises, whatever ``body`` is (text that was not UTF-8, bytes, None, a
+    huge or deeply nested body, JSON of any shape), and returns None when no valid job id
+    can be read. Every reader of a message or a dead letter uses it (the worker,
+    reconciliation, ``dlq list``, the dashboard), so a hostile body is handled the same way
+    everywhere. Read straight from the text when the body starts the way conveyor writes
+    envelopes (the fast path: every received message needs it), else parsed.
+    """
+    if isinstance(body, bytes | bytearray | memoryview):
+        body = bytes(body).decode("utf-8", "surrogateescape")
+    if not isinstance(body, str):
+        return None
+    start = len(_ENVELOPE_HEAD)
+    if body.startswith(_ENVELOPE_HEAD):
+        end = body.find('"', start, start + 65)
+        if end > start and _valid_job_id(body[start:end]):
+            return body[start:end]
+    if len(body) > MAX_MESSAGE_BYTES:
+        return None
+    try:  # deep nesting ends in RecursionError: the id of a too-deep envelope still counts
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    job_id = data.get("job_id") if isinstance(data, dict) else None
+    return job_id if _valid_job_id(job_id) else None
+
+
+def _valid_job_id(value: object) -> bool:
+    try:
+        check_job_id(value)
+    except BadInput:
+        return False
+    return True

@@ -11,7 +11,10 @@ from typing import TextIO
 #: Extra fields a log record may carry; both formatters render them (``extra={...}``).
 FIELDS = ("job_id", "task", "action", "attempt", "duration_s", "worker", "reason")
 
-_RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message"}
+_RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+}
 
 
 class JsonFormatter(logging.Formatter):
@@ -36,23 +39,42 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
-    """``HH:MM:SS level message key=value ...`` for a human at a terminal."""
+    """``HH:MM:SS level message  key=value ...`` for a human at a terminal.
+
+    Every field is shown, even when the message already names its value: whether a value
+    "appears" in a message cannot be told from text (``attempt=1`` is not in job ``a1b``).
+    The known fields come first, in ``FIELDS`` order, then any other extra, by name;
+    values with spaces, quotes or ``=`` are quoted (logfmt), so every line splits back.
+    """
 
     def format(self, record: logging.LogRecord) -> str:
         stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
-        message = record.getMessage()
-        # Fields the message already shows ("job 01J... succeeded") are not repeated.
-        extras = " ".join(
-            f"{key}={value}"
-            for key, value in ((key, getattr(record, key, None)) for key in FIELDS)
-            if value is not None and key != "worker" and str(value) not in message
-        )
-        line = f"{stamp} {record.levelname.lower():<7} {message}"
+        line = f"{stamp} {record.levelname.lower():<7} {record.getMessage()}"
+        extras = " ".join(f"{key}={_logfmt(value)}" for key, value in _fields(record))
         if extras:
             line = f"{line}  {extras}"
         if record.exc_info:
             line = f"{line}\n{self.formatException(record.exc_info)}"
         return line
+
+
+def _fields(record: logging.LogRecord) -> list[tuple[str, object]]:
+    """The record's extra fields with a value: ``FIELDS`` in order, then the rest by name."""
+    extra = {
+        key: value
+        for key, value in vars(record).items()
+        if key not in _RESERVED and not key.startswith("_") and value is not None
+    }
+    known = [(key, extra.pop(key)) for key in FIELDS if key in extra]
+    return known + sorted(extra.items())
+
+
+def _logfmt(value: object) -> str:
+    """A value as logfmt writes it: bare when it is one plain word, else JSON-quoted."""
+    text = str(value)
+    if text and not any(c.isspace() or c in '"=\\' for c in text) and text.isprintable():
+        return text
+    return json.dumps(text, ensure_ascii=False)
 
 
 def configure_logging(

@@ -43,6 +43,7 @@ _ENDS = frozenset(
         Action.FAILED,
         Action.LEASE_LOST,
         Action.RELEASED,
+        Action.CANCELLED,
     }
 )
 #: Actions counted in ``conveyor_jobs_total`` as an outcome.
@@ -93,7 +94,7 @@ class WorkerMetrics:
         self.jobs = Counter(
             "conveyor_jobs",
             "Jobs handled by this worker, by task and outcome "
-            "(succeeded, skipped, retrying, failed, lease_lost, released).",
+            "(succeeded, skipped, retrying, failed, lease_lost, released, cancelled).",
             ["task", "outcome"],
             registry=reg,
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
@@ -9,9 +10,23 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+from urllib.parse import urlsplit
 
+from conveyor.errors import AccessDenied, ConfigError, ConveyorError, QueueNotFound
+from conveyor.jobs import JobState
 from conveyor.settings import EXIT_INTERRUPTED, Settings
+
+if TYPE_CHECKING:
+    from conveyor.ledger import Ledger
+
+log = logging.getLogger("conveyor.stop")
+
+
+#: Ledger states of a job that may still need a worker: it has not ended.
+OPEN_STATES: tuple[JobState, ...] = (JobState.QUEUED, JobState.RUNNING, JobState.RETRYING)
+#: Queue errors no retry fixes: a stop policy lets them end the worker (exit 78).
+_FATAL = (ConfigError, QueueNotFound, AccessDenied)
 
 
 @dataclass(frozen=True)
@@ -23,8 +38,12 @@ class LoopState:
         jobs: messages handled so far (any outcome).
         last_received: messages the last round received (0: an empty receive).
         idle_s: seconds since the last message was received (or since the start).
-        pending: counts the queue's visible, delayed and in-flight messages (one request;
-            call it only when needed).
+        pending: counts the queue's visible, delayed and in-flight messages (one request
+            on SQS; call it only when needed).
+        exact_counts: whether ``pending`` is exact (SQLite, memory: counted in one
+            transaction) or approximate (SQS: may lag a minute after producers stop).
+        open_jobs: counts the jobs the ledger has queued, running or retrying (constant
+            time: the ledger's maintained counters); None where no ledger is at hand.
     """
 
     rounds: int
@@ -32,6 +51,23 @@ class LoopState:
     last_received: int
     idle_s: float
     pending: Callable[[], int]
+    exact_counts: bool = False
+    open_jobs: Callable[[], int] | None = None
+
+
+def counts_are_exact(queue_url: str) -> bool:
+    """Whether the queue at ``queue_url`` counts its messages exactly.
+
+    The embedded queues (``sqlite:``, ``memory:``) count in one transaction; any
+    ``http(s)`` URL is an SQS-compatible server, whose ``ApproximateNumberOf*`` counts lag.
+    """
+    return urlsplit(queue_url).scheme not in ("http", "https")
+
+
+def open_job_count(ledger: Ledger) -> int:
+    """How many jobs the ledger has queued, running or retrying (constant time)."""
+    counts = ledger.counts()
+    return sum(counts[state] for state in OPEN_STATES)
 
 
 class StopPolicy(Protocol):
@@ -59,27 +95,92 @@ class RunForever:
 
 
 class UntilEmpty:
-    """Stop once ``empty_polls`` consecutive receives came back empty while the queue held
-    nothing visible, delayed or in flight.
+    """Stop once the queue is drained: nothing visible, delayed or in flight anywhere.
 
-    In-flight messages held by other workers count as pending on purpose: one of them may
-    fail and come back, and a work-queue Kubernetes Job completes when its first pod exits 0.
+    Exiting 0 too early is the costly mistake (a work-queue Kubernetes Job starts no pod
+    after one has succeeded, so work a dying pod gives back would wait for nobody), so
+    every exit needs evidence that holds for the queue's kind (docs/architecture.md,
+    "When --until-empty exits"):
+
+    - always: the last receive came back empty, and the queue's counts read right after it
+      are all zero (other workers' in-flight messages count: one may fail and come back);
+    - exact counts (SQLite, memory): that is enough, the first time;
+    - approximate counts (SQS): the ledger must also have no job queued, running or
+      retrying (its counts are exact, and every change after the submit is written there
+      before the queue is told); where the ledger cannot say so (no ledger, a ledger
+      error, or open jobs the queue does not show: stale records, or another queue's jobs
+      sharing the ledger), ``empty_polls`` such rounds in a row, as the counts settle.
     """
 
     def __init__(self, empty_polls: int = 3) -> None:
         self.empty_polls = max(1, empty_polls)
         self._drained = 0
+        self._told_fallback = False
+        #: Why the policy stopped (the evidence it had), once it has.
+        self.evidence: str | None = None
 
     def should_stop(self, state: LoopState) -> bool:
         if state.rounds == 0:
             return False
-        if state.last_received or state.pending() > 0:
+        if state.last_received or not self._queue_empty(state):
             self._drained = 0
             return False
         self._drained += 1
-        return self._drained >= self.empty_polls
+        if state.exact_counts:
+            return self._stop("an empty receive, then exact queue counts of 0")
+        open_jobs = _open_jobs(state)
+        if open_jobs == 0:
+            return self._stop("an empty receive, queue counts of 0 and no open job in the ledger")
+        if self._drained >= self.empty_polls:
+            return self._stop(f"{self._drained} empty receives in a row with queue counts of 0")
+        self._tell_fallback(state, open_jobs)
+        return False
 
     def receive_limit(self, state: LoopState) -> int | None:
+        return None
+
+    def _queue_empty(self, state: LoopState) -> bool:
+        """Whether the queue counts nothing pending; False when it could not be asked."""
+        try:
+            return state.pending() == 0
+        except _FATAL:
+            raise
+        except ConveyorError as exc:
+            log.warning("cannot count the queue's messages: %s", exc.message)
+            return False
+
+    def _stop(self, evidence: str) -> bool:
+        self.evidence = evidence
+        log.info("the queue is drained: %s", evidence, extra={"action": "drained"})
+        return True
+
+    def _tell_fallback(self, state: LoopState, open_jobs: int | None) -> None:
+        """Say once why this worker waits for more empty receives than one."""
+        if self._told_fallback:
+            return
+        self._told_fallback = True
+        if state.open_jobs is None:
+            why = "no ledger vouches for its approximate counts"
+        elif open_jobs is None:
+            why = "the ledger cannot be read"
+        else:
+            why = f"the ledger has {open_jobs} open job(s) the queue does not show"
+        log.info(
+            "the queue looks drained but %s: exiting after %d empty receives in a row",
+            why,
+            self.empty_polls,
+            extra={"action": "draining"},
+        )
+
+
+def _open_jobs(state: LoopState) -> int | None:
+    """The ledger's open jobs, or None when there is no ledger or it cannot be read."""
+    if state.open_jobs is None:
+        return None
+    try:
+        return state.open_jobs()
+    except ConveyorError as exc:
+        log.warning("cannot count the ledger's open jobs: %s", exc.message)
         return None
 
 

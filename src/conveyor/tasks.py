@@ -1,4 +1,5 @@
-"""The task registry: named functions a worker can run, the `@task` decorator, `TaskContext`."""
+"""The task registry: named functions a worker can run, the `@task` decorator (which
+returns a :class:`Task` that can submit itself), and `TaskContext`."""
 
 from __future__ import annotations
 
@@ -12,16 +13,23 @@ import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from conveyor.errors import BadInput, ConfigError, UnknownTask
 from conveyor.jobs import Job
+
+if TYPE_CHECKING:
+    import os
+
+    from conveyor.client import Client
 
 #: What a task returns: a small JSON object stored in the ledger as the job's result, or None.
 TaskResult = Mapping[str, object] | None
 #: A task: called with the job's context, writes ``ctx.write_path``, returns its result.
 TaskFunction = Callable[["TaskContext"], TaskResult]
 F = TypeVar("F", bound=TaskFunction)
+#: What a given task returns.
+R = TypeVar("R", bound=TaskResult)
 
 _TASK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}\Z")
 
@@ -99,15 +107,17 @@ class TaskRegistry:
         """Forget task ``name`` if registered (tests, and hot reloads of a task module)."""
         self._tasks.pop(name, None)
 
-    def task(self, name: str | None = None) -> Callable[[F], F]:
+    def task(self, name: str | None = None) -> Callable[[Callable[[TaskContext], R]], Task[R]]:
         """Decorator registering a function as a task (default name: the function's, with
-        ``_`` as ``-``). Returns the function unchanged, so it can still be called directly."""
+        ``_`` as ``-``). Returns a :class:`Task`, which calls the function when called, so
+        it can still be called directly, and submits jobs that run it."""
         if callable(name):
             raise ConfigError("use @conveyor.task('name') or @conveyor.task(), not @conveyor.task")
 
-        def decorate(func: F) -> F:
-            self.register(name or func.__name__.replace("_", "-"), func)
-            return func
+        def decorate(func: Callable[[TaskContext], R]) -> Task[R]:
+            registered = Task(name or func.__name__.replace("_", "-"), func)
+            self.register(registered.name, registered)
+            return registered
 
         return decorate
 
@@ -154,14 +164,74 @@ def default_registry() -> TaskRegistry:
     return registry
 
 
-def task(name: str | None = None) -> Callable[[F], F]:
-    """Register a function as a task in the default registry.
+class Task(Generic[R]):
+    """A registered task: called like the function it wraps, and able to submit jobs that
+    run it (like Dramatiq's ``actor.send``).
+
+    >>> @conveyor.task("wordcount")
+    ... def wordcount(ctx: TaskContext) -> dict[str, int]: ...
+    >>> job = wordcount.submit("notes.txt")
+
+    Attributes:
+        name: the name jobs give to run it.
+        func: the function.
+    """
+
+    def __init__(self, name: str, func: Callable[[TaskContext], R]) -> None:
+        self.name = name
+        self.func = func
+        functools.update_wrapper(self, func)
+
+    def __call__(self, ctx: TaskContext) -> R:
+        return self.func(ctx)
+
+    def submit(
+        self,
+        input: str | os.PathLike[str] | None = None,
+        *,
+        params: Mapping[str, Any] | None = None,
+        seed: int | None = None,
+        output: str | None = None,
+        in_storage: bool = False,
+        client: Client | None = None,
+    ) -> Job:
+        """Submit one job of this task (see ``Client.submit``) through ``client``, or
+        through a client configured from the environment (``conveyor.connect()``), opened
+        and closed for this call."""
+        if client is not None:
+            return client.submit(
+                input,
+                task=self.name,
+                params=params,
+                seed=seed,
+                output=output,
+                in_storage=in_storage,
+            )
+        from conveyor.client import connect
+
+        with connect() as own:
+            return own.submit(
+                input,
+                task=self.name,
+                params=params,
+                seed=seed,
+                output=output,
+                in_storage=in_storage,
+            )
+
+    def __repr__(self) -> str:
+        return f"<conveyor task {self.name!r}: {_qualname(self.func)}>"
+
+
+def task(name: str | None = None) -> Callable[[Callable[[TaskContext], R]], Task[R]]:
+    """Register a function as a task in the default registry; returns a :class:`Task`.
 
     >>> @task("reverse-lines")
     ... def reverse_lines(ctx: TaskContext) -> dict[str, int]:
     ...     rows = ctx.input_path.read_text().splitlines()
     ...     ctx.write_path.write_text("\\n".join(reversed(rows)))
     ...     return {"rows": len(rows)}
+    >>> job = reverse_lines.submit("notes.txt")
     """
     return default_registry().task(name)
 

@@ -6,10 +6,10 @@ stop policy (:mod:`conveyor.stop`) until drained, told to stop, or interrupted.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import logging
+import math
 import os
 import random
 import socket
@@ -34,13 +34,20 @@ from conveyor.errors import (
 )
 from conveyor.events import Action, JobEvent, JobObserver, LogObserver
 from conveyor.faults import FaultPoint, FaultPoints
-from conveyor.jobs import Job, JobState, decode_from_queue
-from conveyor.ledger import JobRecord, Ledger, LedgerEvent
+from conveyor.jobs import Job, JobState, decode_from_queue, job_id_of, release_claim
+from conveyor.ledger import JobRecord, Ledger, LedgerEvent, open_ledger
 from conveyor.queues.base import MAX_BATCH, Queue, Received
 from conveyor.reconcile import DeadLetterWatch
 from conveyor.settings import EXIT_INTERRUPTED, EXIT_OK, Settings
-from conveyor.stop import LoopState, Shutdown, StopPolicy, policy_from_settings
-from conveyor.storage import Storage, atomic_output, check_job_id, remove_temps
+from conveyor.stop import (
+    LoopState,
+    Shutdown,
+    StopPolicy,
+    counts_are_exact,
+    open_job_count,
+    policy_from_settings,
+)
+from conveyor.storage import Storage, atomic_output, remove_temps
 from conveyor.tasks import TaskContext, TaskFunction, TaskRegistry, TaskResult, default_registry
 
 log = logging.getLogger("conveyor.worker")
@@ -55,6 +62,52 @@ _LEASE_MARGIN_S = 2.0
 _REPORT_EVERY_S = 30.0
 #: Queue errors that no retry fixes: they end the worker with exit code 78.
 _FATAL = (ConfigError, QueueNotFound, AccessDenied)
+#: Seconds for which the round's read of the ledger stands in for a read of one job.
+_FRESH_S = 1.0
+
+
+def network_filesystem_of(path: Path, mountinfo: str | None = None) -> str | None:
+    """The type of the network filesystem (NFS, EFS, SMB...) holding ``path``, or None if
+    it is local.
+
+    ``path`` need not exist yet: its nearest existing ancestor is looked up (symlinks
+    resolved). ``mountinfo`` is ``/proc/self/mountinfo``'s text (read when None; where there
+    is none, as off Linux, every path counts as local).
+    """
+    from conveyor.queues.sqlite import filesystem_type, is_network_filesystem
+
+    if mountinfo is None:
+        try:
+            mountinfo = Path("/proc/self/mountinfo").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return None
+    existing = path.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    fstype = filesystem_type(os.path.realpath(existing), mountinfo)
+    return fstype if is_network_filesystem(fstype) else None
+
+
+def check_ledger_placement(settings: Settings, mountinfo: str | None = None) -> None:
+    """Refuse to run with the embedded SQLite ledger on shared storage (NFS/EFS).
+
+    Workers on shared storage run on several machines; SQLite's locking does not hold
+    across them, so the ledger must be a database server there (``CONVEYOR_LEDGER_URL``).
+
+    Raises:
+        ConfigError: no ledger URL is set and the storage is on a network filesystem.
+    """
+    if settings.ledger_url is not None:
+        return
+    fstype = network_filesystem_of(settings.storage, mountinfo)
+    if fstype is None:
+        return
+    queue_too = " (and --queue to an SQS queue)" if settings.queue_url is None else ""
+    raise ConfigError(
+        f"storage {settings.storage} is on {fstype}, shared storage where the embedded SQLite "
+        f"ledger is unsafe: set CONVEYOR_LEDGER_URL (--ledger) to a postgresql:// URL"
+        f"{queue_too}"
+    )
 
 
 class Backoff(Protocol):
@@ -132,6 +185,14 @@ class _GraceExpired(Exception):
     """The grace period after a stop request ended while a task was still running."""
 
 
+class _Cancelled(Exception):
+    """The job was cancelled (``Client.cancel``): it is not run, or not published."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class _Call:
     """One task call handed to the task thread: its outcome, and an event set when done."""
 
@@ -204,7 +265,9 @@ class Worker:
     Args:
         queue: where the jobs come from.
         settings: the worker's configuration (storage root, timeouts, retries).
-        ledger: where job states are recorded (default: the ledger in the storage root).
+        ledger: where job states are recorded (default: opened from
+            ``settings.resolved_ledger_url``; the embedded SQLite ledger is refused when
+            the storage is on a network filesystem, see :func:`check_ledger_placement`).
         registry: the tasks this worker can run (default: the process-wide registry).
         observers: receive every job event (default: a structured log line per event).
         clock: monotonic seconds; tests inject a fake one.
@@ -228,7 +291,10 @@ class Worker:
         self.settings = settings
         self.name = f"{socket.gethostname()}-{os.getpid()}"
         self.storage = Storage(settings.storage)
-        self.ledger = ledger or Ledger(self.storage)
+        if ledger is None:
+            check_ledger_placement(settings)
+            ledger = open_ledger(settings.resolved_ledger_url)
+        self.ledger = ledger
         self.registry = registry or default_registry()
         self.observers = list(observers) if observers is not None else [LogObserver()]
         self.shutdown = shutdown or Shutdown()
@@ -245,7 +311,9 @@ class Worker:
         #: Test-only crash points (``CONVEYOR_TEST_CRASH_AT``, read once here); None normally.
         self.faults = FaultPoints.from_env(os.environ)
         #: Records jobs the queue dead-lettered by itself (their worker died) as failed.
-        self.dead_letters = DeadLetterWatch(queue, self.ledger, worker=self.name, clock=clock)
+        self.dead_letters = DeadLetterWatch(
+            queue, self.ledger, worker=self.name, clock=clock, storage=self.storage
+        )
 
     # --- the loop ------------------------------------------------------------------------
 
@@ -277,6 +345,8 @@ class Worker:
                 last_received=last_received,
                 idle_s=self._clock() - last_message_at,
                 pending=self.dead_letters.pending,
+                exact_counts=counts_are_exact(self.queue.url),
+                open_jobs=functools.partial(open_job_count, self.ledger),
             )
             if policy.should_stop(state):
                 self.dead_letters.poll(final=True)
@@ -328,6 +398,8 @@ class Worker:
         now = self._clock()
         leases = [_Lease(msg, now + self.settings.visibility_timeout_s) for msg in messages]
         round_ = _Round(leases, next_beat_at=now + self._heartbeat_s)
+        known = self._read_round(leases)
+        round_.known, round_.read_ok, round_.read_at = known or {}, known is not None, now
         for lease in leases:
             self._emit(Action.RECEIVED, lease)
         try:
@@ -362,6 +434,11 @@ class Worker:
             return self._settle(lease, lambda: self._give_back(lease, "stopped before it finished"))
         except LeaseLost as exc:
             return self._emit(Action.LEASE_LOST, lease, reason=exc.message)
+        except _Cancelled as exc:
+            # Like a lost lease, the output was not published; unlike one, the message is
+            # done with: acked, so that no worker runs the job again.
+            round_.acks.append(lease.received.lease)
+            return self._emit(Action.CANCELLED, lease, reason=exc.reason)
         except Exception as exc:
             return self._settle(lease, functools.partial(self._failed, lease, exc))
 
@@ -384,18 +461,32 @@ class Worker:
     def _process(self, lease: _Lease, round_: _Round) -> JobEvent:
         """Decode, check, run, publish, record; queue the ack. Raises on any failure."""
         received = lease.received
-        job = lease.job = decode_from_queue(received.body, self.storage)
+        try:
+            job = lease.job = decode_from_queue(received.body, self.storage)
+        except BadInput:
+            cancelled = self._cancelled_at_receive(lease, round_)
+            if cancelled is not None:
+                raise _Cancelled(f"not run: {self._cancel_reason(cancelled)}") from None
+            if not self._succeeded_before(lease, round_):
+                raise
+            # A late duplicate of a job that succeeded (its claim-checked params are gone
+            # with it): nothing left to do.
+            round_.acks.append(received.lease)
+            return self._emit(Action.SKIPPED, lease)
+        cancelled = self._cancelled_at_receive(lease, round_)
+        if cancelled is not None:
+            raise _Cancelled(f"not run: {self._cancel_reason(cancelled)}")
         if self.faults is not None:
             self.faults.hit(FaultPoint.AFTER_RECEIVE, job.job_id)
         func = self.registry.get(job.task)
         input_path = None if job.input is None else self.storage.resolve_input(job.input)
         output_path = None if job.output is None else self.storage.resolve_output(job.output)
         published = output_path is None or output_path.exists()
-        # The ledger is read (a 64th of it) only when that can change what happens: on a
-        # redelivery, or when the output is already there.
+        # The ledger is read (one indexed lookup) only when that can change what happens:
+        # on a redelivery, or when the output is already there.
         record = None
         if received.receive_count > 1 or (output_path is not None and published):
-            record = self.ledger.get(job.job_id)
+            record = self._fresh_record(job.job_id, round_)
         if record is not None and record.state is JobState.SUCCEEDED and published:
             round_.acks.append(received.lease)
             return self._emit(Action.SKIPPED, lease)
@@ -414,6 +505,61 @@ class Worker:
             self.faults.hit(FaultPoint.AFTER_LEDGER, job.job_id)
         round_.acks.append(received.lease)
         return self._emit(Action.SUCCEEDED, lease, duration_s=duration_s, result=task_result)
+
+    def _record_of(self, job_id: str) -> JobRecord | None:
+        """The ledger's record of exactly this job (never one whose id it only prefixes)."""
+        return self.ledger.get_many([job_id]).get(job_id)
+
+    def _read_round(self, leases: Sequence[_Lease]) -> dict[str, JobRecord] | None:
+        """The ledger's records of the round's jobs: one query for the whole round, so
+        that a cancelled job is acked without running. None if the ledger cannot be read:
+        the jobs run then, and each checks for a cancel again before it publishes."""
+        job_ids = [job_id for lease in leases if (job_id := lease.job_id) is not None]
+        if not job_ids:
+            return {}
+        try:
+            return self.ledger.get_many(job_ids)
+        except _FATAL:
+            raise
+        except ConveyorError as exc:
+            log.warning("cannot read the ledger: %s", exc.message, extra={"action": "ledger"})
+            return None
+
+    def _fresh_record(self, job_id: str, round_: _Round) -> JobRecord | None:
+        """The job's record, as read with the round if that was a moment ago, else read
+        again (a redelivery's checks must not act on what an earlier job's run made stale).
+        """
+        if self._clock() - round_.read_at <= _FRESH_S and round_.read_ok:
+            return round_.known.get(job_id)
+        return self._record_of(job_id)
+
+    def _cancelled_at_receive(self, lease: _Lease, round_: _Round) -> JobRecord | None:
+        """The job's record if the round's read found it cancelled, else None."""
+        record = round_.known.get(lease.job_id or "")
+        return record if record is not None and record.state is JobState.CANCELLED else None
+
+    @staticmethod
+    def _cancel_reason(record: JobRecord) -> str:
+        return record.error or "cancelled"
+
+    def _check_not_cancelled(self, lease: _Lease) -> None:
+        """Just before publishing: raise ``_Cancelled`` if the job was cancelled while it
+        ran (one read of exactly this job).
+
+        Raises:
+            StorageError: the ledger cannot be read (a transient failure: retried).
+        """
+        job_id = lease.job_id
+        record = None if job_id is None else self._record_of(job_id)
+        if record is not None and record.state is JobState.CANCELLED:
+            raise _Cancelled(f"not published: {self._cancel_reason(record)}")
+
+    def _succeeded_before(self, lease: _Lease, round_: _Round) -> bool:
+        """Whether the ledger has the message's job as succeeded (read only for a message
+        that cannot be decoded, so it costs nothing on the normal path)."""
+        job_id = lease.job_id
+        record = None if job_id is None else self._fresh_record(job_id, round_)
+        return record is not None and record.state is JobState.SUCCEEDED
 
     def _execute(
         self,
@@ -463,7 +609,8 @@ class Worker:
                 raise _GraceExpired
 
     def _confirm(self, lease: _Lease) -> None:
-        """Just before publishing: make sure the lease is still ours.
+        """Just before publishing: make sure the lease is still ours and the job was not
+        cancelled while it ran (one read of the ledger; ``_Cancelled`` if it was).
 
         A lease is lost only by expiring (someone else may then receive the message) or by
         a failed heartbeat. While our own clock says it has plenty of time left, that is
@@ -471,6 +618,7 @@ class Worker:
         queue cannot be reached then, publish only if the lease is still valid by our clock.
         """
         lease.check()
+        self._check_not_cancelled(lease)
         if self._clock() < lease.valid_until - self._margin_s:
             return
         try:
@@ -590,21 +738,41 @@ class Worker:
             return 0
         if self.faults is not None:
             self._crash_before_ack(round_)
-        return self._ack(round_.acks)
+        acked = self._ack(round_.acks)
+        self._release_claims(round_, acked)
+        return len(acked)
 
-    def _ack(self, leases: list[str]) -> int:
-        """Delete the round's finished messages in one batch call; the last step of a job."""
+    def _ack(self, leases: list[str]) -> set[str]:
+        """Delete the round's finished messages in one batch call; the last step of a job.
+
+        Returns:
+            The leases acked.
+        """
         if not leases:
-            return 0
+            return set()
         try:
             result = self.queue.ack_batch(leases)
         except ConveyorError as exc:
             # Published and recorded: a redelivery is acked without running again.
             log.warning("ack of %d message(s) failed: %s", len(leases), exc.message)
-            return 0
+            return set()
         for lease, why in result.failed.items():
             log.warning("ack failed for lease %s: %s", lease, why, extra={"action": "ack"})
-        return len(result.ok)
+        return set(result.ok)
+
+    def _release_claims(self, round_: _Round, acked: set[str]) -> None:
+        """Remove the claim-checked params of the jobs that succeeded and were acked: no
+        attempt will read them again (a job that may be retried or redriven keeps its
+        claim; a late duplicate of a finished job is acked from the ledger)."""
+        for lease in round_.leases:
+            if lease.received.lease not in acked or '"params_ref"' not in lease.received.body:
+                continue
+            try:
+                job = Job.from_json(lease.received.body)
+            except BadInput:
+                continue
+            if job.params_ref is not None:
+                release_claim(self.storage, job.job_id, job.params_ref)
 
     # --- leases --------------------------------------------------------------------------
 
@@ -767,6 +935,10 @@ class _Round:
     unstarted: list[_Lease] = field(default_factory=list)
     #: Ledger events not written yet (see ``Worker._write_records``).
     records: list[LedgerEvent] = field(default_factory=list)
+    #: The ledger's records of the round's jobs, read once when it was received, and when.
+    known: dict[str, JobRecord] = field(default_factory=dict)
+    read_at: float = -math.inf
+    read_ok: bool = True
 
     def __post_init__(self) -> None:
         self.unstarted = list(self.leases)
@@ -808,25 +980,3 @@ def _reason(exc: BaseException) -> str:
         return exc.message
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-#: How ``Job.to_json`` starts every envelope: the job id follows, with no escapes possible.
-_ENVELOPE_HEAD = '{"v":1,"job_id":"'
-
-
-def job_id_of(body: str) -> str | None:
-    """The job id in a message body, if it has a valid one (even if the rest is malformed).
-
-    Read straight from the text when the body starts the way conveyor writes envelopes
-    (every message's ``received`` event needs it, before the message is decoded), else
-    parsed.
-    """
-    end = body.find('"', len(_ENVELOPE_HEAD)) if body.startswith(_ENVELOPE_HEAD) else -1
-    if end > 0:
-        with contextlib.suppress(BadInput):
-            return check_job_id(body[len(_ENVELOPE_HEAD) : end])
-    try:
-        data = json.loads(body)
-        return check_job_id(data["job_id"]) if isinstance(data, dict) else None
-    except (ValueError, KeyError, TypeError, RecursionError, BadInput):
-        return None

@@ -1,5 +1,6 @@
 """``conveyor dashboard`` in a real browser (Debian's headless Chromium, driven by
-Playwright), over a storage root where real workers left jobs in every state."""
+Playwright), over a queue and a ledger (SQLite, and PostgreSQL) where real workers left
+jobs in every state."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from conveyor.jobs import JobState
-from conveyor.ledger import Ledger
 from tests.e2e.conftest import QueueEnv
 from tests.e2e.helpers import TASKS_FILE, conveyor_command, run, wait_for, workers, write_csv
 
@@ -31,7 +31,14 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 ARTIFACTS = Path(__file__).parents[2] / "test-artifacts"
-EXPECTED = {"queued": 2, "running": 1, "retrying": 1, "succeeded": 4, "failed": 1}
+EXPECTED = {
+    "queued": 2,
+    "running": 1,
+    "retrying": 1,
+    "succeeded": 4,
+    "failed": 1,
+    "cancelled": 0,
+}
 
 FLAKY_TASK = """
 import conveyor
@@ -116,11 +123,9 @@ def make_jobs_in_every_state(
         good[4],
     )
     start_worker("--import", str(TASKS_FILE), "--batch-size", "1", "--max-jobs", "1")
-    ledger = Ledger(queue_env.storage)
 
     def running() -> bool:
-        record = ledger.get(running_job)
-        return record is not None and record.state is JobState.RUNNING
+        return queue_env.record(running_job)["state"] == JobState.RUNNING.value
 
     wait_for(running, what="the slow job to start")
     queued = submit(env, good[4], good[5])
@@ -138,14 +143,16 @@ def shown(page: Page, test_id: str) -> str:
 
 
 def test_dashboard_shows_what_the_ledger_and_queue_hold(
-    local_env: QueueEnv,
+    ledger_env: QueueEnv,
     browser: Browser,
     start_dashboard: Callable[[QueueEnv], str],
     tmp_path: Path,
 ) -> None:
+    local_env = ledger_env
     with workers(local_env.env, tmp_path) as start_worker:
         jobs = make_jobs_in_every_state(local_env, start_worker)
-        summary = Ledger(local_env.storage).summary()
+        with local_env.open_ledger(create=False) as ledger:
+            summary = ledger.summary()
         with local_env.open_queue() as queue:
             stats = queue.stats()
         assert summary.to_dict()["counts"] == EXPECTED
@@ -166,31 +173,50 @@ def test_dashboard_shows_what_the_ledger_and_queue_hold(
         assert shown(page, "queue-dead-lettered") == str(stats.dead_lettered) == "1"
         assert shown(page, "queue-pending") == str(stats.pending)
 
-        # The failure and the dead letter name the bad job, its reason, and link to it.
+        # The failure and the dead letter name the bad job, its file, its reason, and link
+        # to it.
         failure = page.locator(f'[data-testid="failures"] tr[data-job-id="{jobs["bad"]}"]')
         expect(failure).to_contain_text("abc")
+        expect(failure.locator("td.source")).to_have_text(re.compile(r"(^|/)bad\.csv$"))
         dead = page.locator(f'[data-testid="dead-letters"] tr[data-job-id="{jobs["bad"]}"]')
         expect(dead).to_contain_text("csv-process")
         assert page.get_by_test_id("dead-letters").locator("tr").count() == 1
 
         # The chart has a band for every state present, and the throughput bars.
-        for state in EXPECTED:
-            chart = page.get_by_test_id("chart-states")
-            expect(chart.locator(f'polygon[data-state="{state}"]')).to_have_count(1)
+        chart = page.get_by_test_id("chart-states")
+        for state, count in EXPECTED.items():
+            expect(chart.locator(f'polygon[data-state="{state}"]')).to_have_count(min(count, 1))
         bars = page.get_by_test_id("chart-throughput").locator('rect[data-state="succeeded"]')
         assert bars.count() >= 1
 
+        # The jobs list: newest first, each with the file it was submitted from; filtered
+        # by state.
+        listed = page.get_by_test_id("jobs").locator("tr")
+        expect(listed).to_have_count(sum(EXPECTED.values()))
+        expect(
+            page.get_by_test_id("jobs").locator(f'tr[data-job-id="{jobs["bad"]}"]')
+        ).to_contain_text("bad.csv")
+        page.get_by_test_id("jobs-state").select_option("failed")
+        expect(listed).to_have_count(1)
+        expect(listed.first).to_have_attribute("data-job-id", jobs["bad"])
+        page.get_by_test_id("jobs-state").select_option("")
+        expect(listed).to_have_count(sum(EXPECTED.values()))
+
         ARTIFACTS.mkdir(exist_ok=True)
-        page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+        name = "dashboard.png" if local_env.ledger_backend == "sqlite" else "dashboard-pg.png"
+        page.screenshot(path=str(ARTIFACTS / name), full_page=True)
 
         # Live: a new job appears without reloading the page.
         submit(local_env.env, write_csv(local_env.work / "late.csv", 3))
         expect(page.get_by_test_id("count-queued")).to_have_text("3", timeout=10_000)
         expect(page.get_by_test_id("queue-visible")).to_have_text("3", timeout=10_000)
 
-        # The failure's link opens the job's record.
+        # The failure's link opens the job's record and its history.
         failure.locator("a").click()
         expect(page.locator('td[data-field="state"]')).to_have_text("failed")
         expect(page.locator('td[data-field="error"]')).to_contain_text("abc")
+        expect(page.locator('td[data-field="source"]')).to_have_text(re.compile(r"bad\.csv$"))
+        history = page.get_by_test_id("history").locator("tbody tr")
+        assert [row.get_attribute("data-state") for row in history.all()][-1] == "failed"
         assert page.url.endswith(f"/jobs/{jobs['bad']}")
         assert errors == []

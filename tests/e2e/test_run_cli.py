@@ -119,11 +119,25 @@ def test_bad_input_is_one_line_and_exit_65(tmp_path: Path, content: str, message
     assert temp_files(tmp_path) == []
 
 
-def test_missing_input_csv(tmp_path: Path) -> None:
-    result = conveyor("run", cwd=tmp_path)
-    assert result.returncode == 65
-    assert result.stderr == "conveyor: error: input.csv: no such file\n"
-    assert list(tmp_path.iterdir()) == []
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((), "input.csv: no such file (give INPUT, or --sample for the tutorial's input)"),
+        (("nope.csv",), "nope.csv: no such file"),
+        (("data",), "data: is a directory, not a CSV file"),
+    ],
+)
+def test_a_missing_input_is_exit_66_before_anything_is_printed(
+    tmp_path: Path, args: tuple[str, ...], message: str
+) -> None:
+    (tmp_path / "data").mkdir()
+
+    result = conveyor("run", *args, cwd=tmp_path)
+
+    assert result.returncode == 66  # EX_NOINPUT, not 65 (malformed input)
+    assert result.stdout == ""  # no "Starting batch task..." nor a seed
+    assert result.stderr == f"conveyor: error: {message}\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["data"]
 
 
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:

@@ -204,16 +204,21 @@ def test_health_checks_the_age_of_the_file(tmp_path: Path, local_env: QueueEnv) 
     [
         ({"CONVEYOR_IMPORT": "no_such_module_anywhere"}, "cannot import task module"),
         ({"CONVEYOR_QUEUE_URL": "ftp://nowhere/queue"}, "unknown queue URL"),
-        ({"CONVEYOR_STORAGE": "/nonexistent/storage"}, "does not exist"),
+        ({"CONVEYOR_STORAGE": "{work}/a-file/storage"}, "cannot create the storage root"),
+        ({"CONVEYOR_LEDGER_URL": "mysql://nowhere/ledger"}, "unknown ledger URL"),
     ],
 )
 def test_worker_with_broken_configuration_exits_78(
     local_env: QueueEnv, extra: dict[str, str], message: str
 ) -> None:
-    done = run("worker", "--until-empty", env=local_env.with_env(**extra), check=False)
+    (local_env.work / "a-file").write_text("a file where a directory should be")
+    filled = {key: value.format(work=local_env.work) for key, value in extra.items()}
+
+    done = run("worker", "--until-empty", env=local_env.with_env(**filled), check=False)
 
     assert done.returncode == 78, done.stderr
     assert message in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
 
 
 def test_queue_create_and_delete_an_sqs_queue(sqs_endpoint: str, local_env: QueueEnv) -> None:
@@ -227,3 +232,135 @@ def test_queue_create_and_delete_an_sqs_queue(sqs_endpoint: str, local_env: Queu
     assert run_json("queue", "stats", "--queue", url, env=env)["dead_lettered"] == 0
     deleted = run("queue", "delete", "--queue", url, "--yes", env=env)
     assert deleted.stdout.split() == ["deleted", url, "deleted", f"{url}-dlq"]
+
+
+# --- the ledger through status and submit ---------------------------------------------------
+
+
+def test_status_before_anything_was_submitted_says_so_and_creates_nothing(
+    local_env: QueueEnv, tmp_path: Path
+) -> None:
+    for storage in (tmp_path / "never-made", local_env.storage):
+        env = local_env.with_env(CONVEYOR_STORAGE=str(storage))
+        env.pop("CONVEYOR_QUEUE_URL")  # the embedded queue, in the storage root
+
+        shown = run("status", env=env)
+        as_json = run_json("status", env=env)
+        listed = run_json("status", "--state", "failed", env=env)
+
+        assert shown.stdout.strip() == f"nothing submitted yet under {storage}"
+        assert (as_json["total"], as_json["counts"]["queued"]) == (0, 0)
+        assert listed == []
+        missing = run("status", "J1", env=env, check=False)
+        assert missing.returncode == 1
+        assert "nothing submitted yet" in missing.stderr
+    assert not (tmp_path / "never-made").exists()
+    assert list(local_env.storage.iterdir()) == []
+
+
+def test_status_with_a_mistyped_ledger_url_is_a_config_error(
+    local_env: QueueEnv, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path}/mistyped/ledger.db"
+
+    done = run("status", "--ledger", url, env=local_env.env, check=False)
+
+    assert done.returncode == 78, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "mistyped").exists()
+
+
+def test_status_finds_a_job_by_a_unique_prefix_in_any_case(ledger_env: QueueEnv) -> None:
+    inputs = [write_csv(ledger_env.work / f"in-{i}.csv", 1) for i in range(3)]
+    jobs = run_json("submit", *inputs, env=ledger_env.env)
+    ids = [job["job_id"] for job in jobs]
+    unique = next(n for n in range(1, 40) if len({job_id[:n] for job_id in ids}) == len(ids))
+
+    record = run_json("status", ids[1][:unique].lower(), env=ledger_env.env)
+    shared = run("status", ids[1][: unique - 1], env=ledger_env.env, check=False)
+
+    assert record["job_id"] == ids[1]
+    assert record["source"].endswith("in-1.csv")
+    assert [step["state"] for step in record["history"]] == ["queued"]
+    assert shared.returncode == 65, shared.stderr
+    assert "matches several jobs" in shared.stderr
+    assert len(shared.stderr.strip().splitlines()) == 1
+
+
+def test_status_pages_jobs_by_state_and_task_and_counts_by_task(
+    ledger_env: QueueEnv,
+) -> None:
+    csvs = [write_csv(ledger_env.work / f"part-{i}.csv", 1) for i in range(5)]
+    texts = []
+    for i in range(2):
+        texts.append(ledger_env.work / f"note-{i}.txt")
+        texts[-1].write_text("a word\n")
+    run("submit", *csvs, env=ledger_env.env)
+    run("submit", "--task=wordcount", f"--import={EXAMPLE_TASK}", *texts, env=ledger_env.env)
+
+    pages: list[list[str]] = []
+    before: list[str] = []
+    while True:
+        shown = run(
+            "status", "--state=queued", "--limit=3", *before, env=ledger_env.env
+        ).stdout.splitlines()
+        rows = [line for line in shown if not line.startswith("next page: ")]
+        pages.append(rows)
+        if len(rows) < 3:
+            assert len(rows) == len(shown)  # no cursor after the last page
+            break
+        assert shown[-1].startswith("next page: --before ")
+        before = ["--before", shown[-1].removeprefix("next page: --before ")]
+
+    assert [len(rows) for rows in pages] == [3, 3, 1]
+    listed = [row.split()[0] for rows in pages for row in rows]
+    assert len(set(listed)) == 7
+    words = run_json("status", "--task=wordcount", "--state=queued", env=ledger_env.env)
+    assert sorted(Path(job["source"]).name for job in words) == ["note-0.txt", "note-1.txt"]
+    assert all(job["cursor"] for job in words)
+    assert "note-0.txt" in run("status", "--task=wordcount", env=ledger_env.env).stdout
+    summary = run("status", env=ledger_env.env).stdout
+    assert "csv-process:  5 total  queued 5" in summary
+    assert "wordcount:  2 total  queued 2" in summary
+    bad = run("status", "--state=queued", "--before=nonsense", env=ledger_env.env, check=False)
+    assert bad.returncode == 65
+    assert "bad cursor" in bad.stderr
+
+
+def test_submit_refuses_an_output_that_is_its_own_input(local_env: QueueEnv) -> None:
+    write_csv(local_env.storage / "incoming" / "a.csv", 2)
+    (local_env.storage / "incoming" / "link.csv").symlink_to("a.csv")
+
+    for output in ("incoming/a.csv", "incoming/./a.csv", "incoming/link.csv"):
+        done = run(
+            "submit", "--in-storage", f"--output={output}", "incoming/a.csv",
+            env=local_env.env, check=False,
+        )  # fmt: skip
+
+        assert done.returncode == 65, done.stderr
+        assert "would overwrite its own input" in done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1
+    # Refused before the queue was even opened: nothing was created
+    stats = run("queue", "stats", env=local_env.env, check=False)
+    assert stats.returncode == 78 and "nothing submitted yet" in stats.stderr
+    assert run_json("status", env=local_env.env)["total"] == 0
+
+
+def test_the_ledger_password_never_shows(ledger_env: QueueEnv) -> None:
+    secret = "s3cret-Pa55"
+    url = ledger_env.ledger_url
+    if ledger_env.ledger_backend == "postgresql":
+        # The test server trusts loopback, so a password in the URL is accepted and unused.
+        scheme, _, rest = url.partition("://")
+        user, _, host = rest.partition("@")
+        url = f"{scheme}://{user.partition(':')[0]}:{secret}@{host}"
+    env = ledger_env.with_env(CONVEYOR_LEDGER_URL=url)
+
+    helps = [run(command, "--help", env=env).stdout for command in ("worker", "status", "submit")]
+    worked = run("worker", "--until-empty", "--log-format=text", env=env)
+
+    for text in [*helps, worked.stdout, worked.stderr]:
+        assert secret not in text
+    assert all("CONVEYOR_LEDGER_URL" in text for text in helps)
+    assert f"ledger {url.split('://')[0]}://" in worked.stderr

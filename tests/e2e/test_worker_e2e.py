@@ -21,6 +21,7 @@ from tests.e2e.helpers import (
 )
 
 EX_INTERRUPTED = 75
+EXAMPLE_TASK = Path(__file__).parents[2] / "examples" / "wordcount_task.py"
 
 
 def submit_slow_first(queue_env: QueueEnv, first_run_s: float) -> tuple[str, Path]:
@@ -250,3 +251,50 @@ def test_messages_with_paths_outside_the_storage_are_dead_lettered(
     assert not (tmp_path.parent / "pwned.csv").exists()
     assert secret.read_text().startswith("ID,Value\n")
     assert not list(queue_env.storage.rglob("evil.csv"))
+
+
+def test_a_worker_started_before_anything_was_submitted_makes_the_storage_and_waits(
+    ledger_env: QueueEnv, tmp_path: Path
+) -> None:
+    # Given a storage root that does not exist yet (a fresh volume), and the embedded queue
+    storage = tmp_path / "fresh" / "storage"
+    env = ledger_env.with_env(CONVEYOR_STORAGE=str(storage))
+    env.pop("CONVEYOR_QUEUE_URL")
+
+    # When a worker starts first: with nothing to do, --until-empty exits 0
+    assert run("worker", "--until-empty", env=env).returncode == 0
+    assert storage.is_dir()
+    with workers(env, ledger_env.work) as start:
+        waiting = start()
+        # And a worker that waits runs what is submitted after it started
+        (job,) = run_json("submit", write_csv(ledger_env.work / "late.csv", 3), env=env)
+        wait_for(
+            lambda: run_json("status", job["job_id"], env=env)["state"] == "succeeded",
+            what="the job to succeed",
+        )
+        waiting.signal(signal.SIGTERM)
+        assert waiting.wait() == EX_INTERRUPTED
+    assert (storage / job["output"]).is_file()
+
+
+def test_worker_processes_import_a_task_file_whose_path_has_spaces(
+    local_env: QueueEnv,
+) -> None:
+    folder = local_env.work / "my tasks"
+    folder.mkdir()
+    task_file = folder / "word count.py"
+    task_file.write_text(EXAMPLE_TASK.read_text())
+    notes = []
+    for i in range(3):
+        notes.append(local_env.work / f"notes-{i}.txt")
+        notes[-1].write_text("one two two\n")
+    jobs = run_json("submit", "--task=wordcount", "--import", task_file, *notes, env=local_env.env)
+
+    done = run(
+        "worker", "--import", task_file, "--processes=2", "--until-empty", env=local_env.env,
+        check=False,
+    )  # fmt: skip
+
+    assert done.returncode == 0, done.stderr
+    for job in jobs:
+        assert local_env.record(job["job_id"])["state"] == "succeeded"

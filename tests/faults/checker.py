@@ -1,33 +1,38 @@
 """Jepsen-style accounting of every job after a fault scenario.
 
-Each submitted job is classified from what is on the storage, never from what a worker
-said: *lost* (expected to succeed, but no published output or no success in the ledger),
-*published once* or *published more than once* (counted from the ledger's ``succeeded``
-events: a worker records one after each publication), or *failed as expected* (a poison
-job: failed in the ledger with a reason, nothing published). On top of that it checks
-that every output is byte-identical to a clean run's (a shorter prefix of it is *partial*),
-that every publication recorded the same content hash, that no temporary file is left
-anywhere under the storage, that no job is stuck queued/running/retrying, and that no
-job's state ever went backwards when its events are replayed in time order.
+Each submitted job is classified from what is on the storage and in the ledger, never from
+what a worker said: *lost* (expected to succeed, but no published output or no success in
+the ledger), *published once* or *published more than once* (counted from the workers'
+``succeeded`` log lines when their logs are in the scenario's work directory, else from the
+ledger's history), or *failed as expected* (a poison job: failed in the ledger with a
+reason, nothing published). On top of that it checks that every output is byte-identical to
+a clean run's (a shorter prefix of it is *partial*), that the result the ledger recorded has
+the output's hash, that no temporary file is left anywhere under the storage, that no job is
+stuck queued/running/retrying, and that no job's history ever went backwards by the
+ledger's rank rule (only a redrive reopens a failed job).
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
-from collections import defaultdict
-from collections.abc import Collection, Iterable, Mapping
+from collections import Counter
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from conveyor.jobs import JobState
-from conveyor.ledger import fold_events
+from conveyor.ledger import JobRecord, Ledger, Transition, open_ledger, state_rank
 from conveyor.storage import TEMP_PREFIX
 
-#: Rank of a state in the forward-only order.
-_RANK = {"queued": 0, "running": 1, "retrying": 1, "failed": 2, "succeeded": 3}
+if TYPE_CHECKING:
+    from tests.e2e.conftest import QueueEnv
+
 _UNFINISHED = {JobState.QUEUED, JobState.RUNNING, JobState.RETRYING}
+#: Job ids per ``get_many`` call.
+_CHUNK = 500
 
 
 @dataclass(frozen=True)
@@ -48,55 +53,43 @@ class Expect:
     reason: str | None = None
 
 
-@dataclass(frozen=True)
-class _Event:
-    t: float
-    kind: str
-    writer: str
-    seq: int
-    line: str
-    extras: str
+def regressed(history: Sequence[Transition]) -> bool:
+    """Whether a job's history ever moved it back by the rank rule (:func:`state_rank`),
+    other than by a redrive, the one documented way back (``failed -> queued``)."""
+    for before, after in itertools.pairwise(history):
+        if before.state is JobState.FAILED and after.state is JobState.QUEUED:
+            continue  # a redrive
+        if state_rank(after.state, after.attempt) <= state_rank(before.state, before.attempt):
+            return True
+    return False
 
 
-def ledger_events(storage: Path) -> dict[str, list[_Event]]:
-    """Every ledger event under ``storage``, by job id, in time order.
-
-    Reads every log file of the ledger once (their line format is documented in
-    docs/architecture.md); torn last lines are skipped like the ledger's readers do.
-    """
-    events: dict[str, list[_Event]] = defaultdict(list)
-    for path in sorted((storage / "_conveyor" / "ledger").rglob("*.log")):
-        text = path.read_bytes().decode("utf-8", "replace")
-        for line in text.split("\n")[:-1]:
-            parts = line.split("\t", 6)
-            if len(parts) != 7:
+def publications_in_logs(work: Path) -> Counter[str] | None:
+    """``succeeded`` log lines per job id in the worker logs (``worker-*.log``) under
+    ``work``; None when there are no worker logs there."""
+    logs = sorted(work.rglob("worker-*.log")) if work.is_dir() else []
+    if not logs:
+        return None
+    counts: Counter[str] = Counter()
+    for path in logs:
+        for line in path.read_text(errors="replace").splitlines():
+            if not line.startswith("{"):
                 continue
             try:
-                event = _Event(float(parts[0]), parts[2], parts[4], int(parts[5]), line, parts[6])
+                data = json.loads(line)
             except ValueError:
                 continue
-            events[parts[1]].append(event)
-    for job_events in events.values():
-        job_events.sort(key=lambda e: (e.t, e.writer, e.seq))
-    return events
+            if isinstance(data, dict) and data.get("action") == "succeeded":
+                counts[str(data.get("job_id"))] += 1
+    return counts
 
 
-def _regressed(job_id: str, events: list[_Event]) -> bool:
-    """Whether folding the job's events one by one, in time order, ever moved it back
-    (other than by a redrive, the one documented way back: ``failed -> queued``)."""
-    rank = -1
-    for end in range(1, len(events) + 1):
-        if events[end - 1].kind == "redrive":
-            rank = -1
-            continue
-        record = fold_events(job_id, [e.line for e in events[:end]])
-        if record is None:
-            continue
-        now = _RANK[record.state.value]
-        if now < rank:
-            return True
-        rank = now
-    return False
+def read_ledger(ledger: Ledger, job_ids: Sequence[str]) -> dict[str, JobRecord]:
+    """The records of these jobs, a chunk of ids per query."""
+    records: dict[str, JobRecord] = {}
+    for start in range(0, len(job_ids), _CHUNK):
+        records.update(ledger.get_many(job_ids[start : start + _CHUNK]))
+    return records
 
 
 def _exists(path: Path) -> bool:
@@ -116,9 +109,8 @@ def temp_files(storage: Path) -> list[str]:
 def account(
     scenario: str,
     expected: Iterable[Expect],
-    storage: Path,
+    env: QueueEnv,
     *,
-    backend: str = "",
     dead_letters: Collection[str] = (),
     extra: Mapping[str, object] | None = None,
 ) -> dict[str, Any]:
@@ -127,18 +119,19 @@ def account(
     Args:
         scenario: the scenario's name, for the report.
         expected: every submitted job and what it should end as.
-        storage: the storage root.
-        backend: the queue backend, for the report.
+        env: the scenario's environment (storage root, ledger, queue backend, and the
+            work directory holding the worker logs).
         dead_letters: job ids found in the dead-letter queue.
         extra: more numbers for the report (kills, seconds).
 
     Returns:
         ``ok`` (bool) and, per class, counts and the job ids concerned.
     """
-    events = ledger_events(storage)
+    expects = list(expected)
+    storage = env.storage
     summary: dict[str, Any] = {
         "scenario": scenario,
-        "backend": backend,
+        "backend": env.label,
         "jobs": 0,
         "published_once": 0,
         "published_more": 0,
@@ -155,9 +148,16 @@ def account(
         "temp_files": temp_files(storage),
         **(extra or {}),
     }
-    for expect in expected:
-        summary["jobs"] += 1
-        _classify(expect, events.get(expect.job_id, []), storage, dead_letters, summary)
+    logged = publications_in_logs(env.work)
+    with open_ledger(env.ledger_url, create=False) as ledger:
+        records = read_ledger(ledger, [e.job_id for e in expects])
+        for expect in expects:
+            summary["jobs"] += 1
+            history = ledger.history(expect.job_id)
+            successes = sum(1 for t in history if t.state is JobState.SUCCEEDED)
+            published = successes if logged is None else max(successes, logged[expect.job_id])
+            job = _Job(expect, records.get(expect.job_id), history, published)
+            _classify(job, storage, dead_letters, summary)
     summary["ok"] = not any(
         summary[name]
         for name in (
@@ -173,26 +173,36 @@ def account(
     return summary
 
 
+@dataclass(frozen=True)
+class _Job:
+    """What the ledger and the logs say about one expected job."""
+
+    expect: Expect
+    record: JobRecord | None
+    history: list[Transition]
+    publications: int
+
+
 def _classify(
-    expect: Expect,
-    events: list[_Event],
+    job: _Job,
     storage: Path,
     dead_letters: Collection[str],
     summary: dict[str, Any],
 ) -> None:
+    expect, record = job.expect, job.record
     job_id = expect.job_id
-    record = fold_events(job_id, [e.line for e in events]) if events else None
     state = record.state if record is not None else None
     if state in _UNFINISHED:
         summary["stuck"].append(job_id)
-    if _regressed(job_id, events):
+    if regressed(job.history):
         summary["regressions"].append(job_id)
     # The worker that received a job after its previous holder died says so in the ledger.
     summary["crashed_attempts"] += sum(
-        1 for e in events if e.kind == "retrying" and "did not finish" in e.extras
+        1
+        for t in job.history
+        if t.state is JobState.RETRYING and "did not finish" in (t.error or "")
     )
     published = storage / expect.output
-    successes = [json.loads(e.extras or "{}") for e in events if e.kind == "succeeded"]
     if expect.content is None:  # a job that must fail, publishing nothing
         error = record.error if record is not None else None
         if (
@@ -200,7 +210,7 @@ def _classify(
             and error
             and (expect.reason is None or expect.reason in error)
             and not _exists(published)
-            and not successes
+            and not job.publications
         ):
             summary["failed_as_expected"] += 1
         else:
@@ -216,15 +226,13 @@ def _classify(
     if actual != expect.content:
         key = "partial" if expect.content.startswith(actual) else "mismatched"
         summary[key].append(job_id)
-    summary["publications"] += len(successes)
-    summary["published_once" if len(successes) <= 1 else "published_more"] += 1
-    digest = hashlib.sha256(expect.content).hexdigest()
-    for success in successes:
-        result = success.get("result") or {}
-        if "sha256" in result and result["sha256"] != digest:
-            summary["duplicates_identical"] = False
-        if "output_bytes" in result and result["output_bytes"] != len(expect.content):
-            summary["duplicates_identical"] = False
+    summary["publications"] += job.publications
+    summary["published_once" if job.publications <= 1 else "published_more"] += 1
+    result = (record.result if record is not None else None) or {}
+    if "sha256" in result and result["sha256"] != hashlib.sha256(expect.content).hexdigest():
+        summary["duplicates_identical"] = False
+    if "output_bytes" in result and result["output_bytes"] != len(expect.content):
+        summary["duplicates_identical"] = False
 
 
 def describe(summary: Mapping[str, Any]) -> str:

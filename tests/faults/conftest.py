@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-# The end-to-end fixture, reused: `queue_env` runs a test once on SQLite and once on the
-# SQS-compatible test server.
+# The end-to-end fixture, reused: `queue_env` runs a test once per queue/ledger pair
+# (SQLite/SQLite, SQLite/PostgreSQL, SQS/PostgreSQL; see tests/e2e/conftest.py).
 from tests.e2e.conftest import queue_env
 from tests.faults.harness import run_command
 from tests.faults.report import ARTIFACTS, REPORT, SUMMARIES, load, render

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from conveyor.jobs import Job, encode_for_queue, new_job_id
-from conveyor.ledger import Ledger
 from conveyor.queues.base import Outgoing
 from conveyor.storage import Storage
 from tests.e2e.conftest import QueueEnv
@@ -94,8 +93,8 @@ def prepare(
         path.write_bytes(data)
         jobs.append(job)
         expects.append(Expect(job_id, str(job.output), expected(data, job.seed), reason=reason))
-    with Ledger(storage) as ledger:
-        ledger.record_queued(jobs)
+    with queue_env.open_ledger() as ledger:
+        ledger.record_queued(jobs, sources=[f"in-{index}.dat" for index in range(len(jobs))])
     return expects, [encode_for_queue(job, storage) for job in jobs]
 
 

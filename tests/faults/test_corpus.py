@@ -12,9 +12,8 @@ import pytest
 
 from conveyor.csvtask import transform_csv
 from conveyor.errors import MessageTooLarge
-from conveyor.jobs import Job
+from conveyor.jobs import Job, job_id_of
 from conveyor.queues.base import Outgoing
-from conveyor.worker import job_id_of
 from tests.e2e.conftest import QueueEnv
 from tests.faults.checker import Expect, account, assert_clean
 from tests.faults.conftest import FaultReport
@@ -112,7 +111,7 @@ def test_every_bad_input_ends_as_expected_and_the_worker_goes_on(
     reference = tmp_path / "reference.csv"
     transform_csv(storage / "inputs/valid.csv", reference, 7)
     expects.append(Expect(valid.job_id, "outputs/valid.csv", reference.read_bytes()))
-    summary = account("bad-input corpus, one worker", expects, storage, backend=queue_env.backend)
+    summary = account("bad-input corpus, one worker", expects, queue_env)
     summary["jobs"] = len(CASES) + 1
     summary["rejected_on_send"] = sum(c["expect"] == "rejected_on_send" for c in CASES)
     summary["dead_lettered_without_id"] = sum(c["expect"] == "dead_lettered" for c, _ in sent)

@@ -45,7 +45,11 @@ def test_a_crash_at_each_step_converges_to_one_published_output(
         assert restarted.wait() == 0, restarted.log()
 
     # Then each job is published once, byte for byte, with no leftovers
-    summary = account(f"crash at {point}", expects, queue_env.storage, backend=queue_env.backend)
+    summary = account(
+        f"crash at {point}",
+        expects,
+        queue_env,
+    )
     fault_report.add(summary)
     assert_clean(summary)
     assert queue_env.stats().pending == 0

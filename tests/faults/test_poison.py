@@ -69,8 +69,7 @@ def test_poison_jobs_are_dead_lettered_with_their_reason_and_the_rest_finish(
     summary = account(
         "poison jobs (raise, os._exit, memory limit)",
         expects + poison,
-        queue_env.storage,
-        backend=queue_env.backend,
+        queue_env,
         dead_letters=dead_letter_ids(queue_env),
     )
     fault_report.add(summary)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from conveyor.queues import Queue
 from conveyor.queues.sqlite import SQLiteQueue
 from tests.faults.conftest import FaultReport
 from tests.faults.harness import REPO_ROOT
@@ -32,7 +33,7 @@ def start_agent(role: str, db: Path, logs: Path, name: str) -> subprocess.Popen[
         )
 
 
-def drain(queue: SQLiteQueue) -> list[str]:
+def drain(queue: Queue) -> list[str]:
     """Every message left (call it once the killed consumers' leases have run out)."""
     bodies: list[str] = []
     while batch := queue.receive(10, 0):

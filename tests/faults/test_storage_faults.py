@@ -20,7 +20,9 @@ from tests.faults.expect import fault_copy_output, input_bytes
 from tests.faults.harness import (
     EX_INTERRUPTED,
     dead_letter_ids,
+    prepare,
     remount_writable,
+    send_raw,
     submit,
     wait_for,
     with_max_receive_count,
@@ -62,25 +64,25 @@ def test_a_full_disk_holds_the_job_back_until_space_is_freed(
     queue_env: QueueEnv, fault_report: FaultReport, mounts: Callable[..., Path], full: str
 ) -> None:
     # Given a job whose output cannot fit on the disk: the outputs directory, or the whole
-    # storage (the ledger too), on a full 1 MiB tmpfs
+    # storage (the embedded ledger too), on a full 1 MiB tmpfs
     env_ = with_max_receive_count(queue_env, 8)
     storage = env_.storage
-    if full == "outputs":
-        disk = mounts("tmpfs", storage / "outputs")
-        (expect,) = submit(env_, "fault-copy", [input_bytes(0, INPUT_BYTES)], fault_copy_output)
-        filler = fill(disk, leave_bytes=50_000)
-    else:
-        disk = mounts("tmpfs", storage)
-        (expect,) = submit(env_, "fault-copy", [input_bytes(0, INPUT_BYTES)], fault_copy_output)
-        filler = fill(storage)
+    disk = mounts("tmpfs", storage / "outputs" if full == "outputs" else storage)
+    expects, bodies = prepare(env_, "fault-copy", [input_bytes(0, INPUT_BYTES)], fault_copy_output)
+    (expect,) = expects
     env = worker_env(env_, CONVEYOR_VISIBILITY_TIMEOUT_S="2", CONVEYOR_RETRY_BASE_S="1")
     with worker_pool(env, env_.work) as start:
+        # The disk fills under a running worker (whose embedded ledger is open by then),
+        # then the job comes
         worker = start()
+        wait_for(lambda: "start" in worker.actions(), what="the worker to start")
+        filler = fill(disk, leave_bytes=50_000) if full == "outputs" else fill(storage)
+        send_raw(env_, bodies)
         # When it fails for lack of space
-        if full == "outputs":
+        if full == "outputs" or env_.ledger_backend != "sqlite":
             reason = wait_for(lambda: error_of(env_, expect.job_id), what="a retry")
             assert "storage is full" in reason, reason
-        else:  # the ledger cannot record the failure either: the lease just runs out
+        else:  # the embedded ledger cannot record the failure either: the lease runs out
             wait_for(lambda: "lease_lost" in worker.actions(), what="an unsettled attempt")
         # Then nothing is published, nothing left over, and the message is not acked
         assert not (storage / expect.output).exists()
@@ -93,7 +95,7 @@ def test_a_full_disk_holds_the_job_back_until_space_is_freed(
         worker.kill(signal.SIGTERM)
         assert worker.wait() == EX_INTERRUPTED
 
-    summary = account(f"disk full ({full})", [expect], storage, backend=queue_env.backend)
+    summary = account(f"disk full ({full})", [expect], env_)
     fault_report.add(summary)
     assert_clean(summary)
     assert disk.is_mount()
@@ -127,7 +129,9 @@ def test_a_disk_that_stays_full_fails_the_job_then_a_redrive_completes_it(
     with worker_pool(env, queue_env.work) as start:
         assert start("--until-empty").wait() == 0
     summary = account(
-        "disk stays full: failed, redriven", [expect], queue_env.storage, backend=queue_env.backend
+        "disk stays full: failed, redriven",
+        [expect],
+        queue_env,
     )
     fault_report.add(summary)
     assert_clean(summary)
@@ -156,7 +160,9 @@ def test_a_read_only_output_directory_holds_the_job_back_until_it_is_writable(
         assert worker.wait() == EX_INTERRUPTED
 
     summary = account(
-        "read-only output directory", [expect], env_.storage, backend=queue_env.backend
+        "read-only output directory",
+        [expect],
+        env_,
     )
     fault_report.add(summary)
     assert_clean(summary)
@@ -177,8 +183,7 @@ def test_a_file_where_the_output_directory_should_be_fails_the_job(
     summary = account(
         "output directory is a file",
         [Expect(expect.job_id, expect.output, None, reason="cannot create")],
-        queue_env.storage,
-        backend=queue_env.backend,
+        queue_env,
         dead_letters=dead_letter_ids(queue_env),
     )
     fault_report.add(summary)

@@ -10,6 +10,7 @@ import os
 import re
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
 import tomllib
@@ -320,10 +321,16 @@ def test_the_image_command_runs_the_tutorial_sample_job(image: Image) -> None:
 @pytest.mark.parametrize(
     ("command", "expected"),
     [
-        (["worker", "--help"], ["--until-empty", "CONVEYOR_GRACE_S", "SQS_QUEUE_URL"]),
+        (
+            ["worker", "--help"],
+            ["--until-empty", "CONVEYOR_GRACE_S", "SQS_QUEUE_URL", "CONVEYOR_LEDGER_URL"],
+        ),
         (["health", "--help"], ["--file", "--max-age-s"]),
         (["run", "--help"], ["--output"]),
-        (["k8s", "render", "--help"], ["--only"]),
+        (["k8s", "render", "--help"], ["--only", "--ledger-secret", "CONVEYOR_LEDGER_SECRET"]),
+        # The ledger-prune CronJob, and the one-off Job docs/kubernetes.md renders for it.
+        (["ledger", "prune", "--help"], ["--older-than", "CONVEYOR_LEDGER_URL"]),
+        (["ledger", "migrate", "--help"], ["CONVEYOR_LEDGER_URL"]),
     ],
 )
 def test_the_image_has_the_commands_the_manifests_run(
@@ -333,3 +340,19 @@ def test_the_image_has_the_commands_the_manifests_run(
     assert result.returncode == 0, result.stderr
     for text in expected:
         assert text in result.stdout, f"`conveyor {' '.join(command)}` lacks {text}"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(2 * INSTALL_TIMEOUT_S)
+def test_the_image_can_reach_a_postgresql_ledger(image: Image) -> None:
+    # psycopg and its libpq come with the wheel's dependencies: a server that is not there
+    # is a one-line connection error (not an ImportError), with the password hidden.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"postgresql://conveyor:s3cret-pw@127.0.0.1:{port}/ledger"
+    result = image.run(["ledger", "migrate", "--ledger", url])
+    assert result.returncode != 0
+    (line,) = result.stderr.strip().splitlines()
+    assert "cannot reach the ledger" in line
+    assert "s3cret-pw" not in result.stderr + result.stdout

@@ -1,123 +1,354 @@
-"""Several real processes (and threads in each) writing the ledger at once, for the same and
-for different jobs: every final state must be right and nothing may be lost or torn."""
+"""Many processes writing one ledger at once, on both backends: overlapping, reordered and
+duplicated events must end where the forward-only rules say, the counters must stay exact,
+and a writer killed mid-transaction must leave none of its batch behind."""
 
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.queues
 import os
-import threading
+import random
+import signal
+import time
+from collections import Counter
 from multiprocessing.synchronize import Barrier
-from pathlib import Path
 
 from conveyor.jobs import JobState
-from conveyor.ledger import Ledger
+from conveyor.ledger import LedgerEvent, open_ledger, state_rank
+from tests.fixtures.postgres import raw_sql
 
-PROCESSES = 4
-SHARED_JOBS = 30
-OWN_JOBS = 150
-JOIN_TIMEOUT_S = 90.0
-
-
-def shared_id(n: int) -> str:
-    return f"S{n}"
-
-
-def own_id(process: int, n: int) -> str:
-    return f"P{process}-{n}"
-
-
-def writer_process(root: str, process: int, barrier: Barrier) -> None:
-    """One writer: races the others on the shared jobs, runs its own jobs in two threads."""
-    ledger = Ledger(Path(root), writer=f"proc{process}")
-    barrier.wait(timeout=JOIN_TIMEOUT_S)
-    # Every process starts every shared job (duplicate deliveries), as attempt process+1
-    for n in range(SHARED_JOBS):
-        ledger.record(shared_id(n), JobState.RUNNING, attempt=process + 1, worker=f"p{process}")
-    # One process finishes the even jobs, another fails the odd ones
-    for n in range(SHARED_JOBS):
-        if process == 0 and n % 2 == 0:
-            ledger.record(shared_id(n), JobState.SUCCEEDED, attempt=1, result={"n": n})
-        if process == 1 and n % 2 == 1:
-            ledger.record(shared_id(n), JobState.FAILED, attempt=2, error=f"bad input {n}")
-
-    def own_jobs(first: int) -> None:
-        for n in range(first, OWN_JOBS, 2):
-            job_id = own_id(process, n)
-            ledger.record(job_id, JobState.QUEUED, task="noop")
-            ledger.record(job_id, JobState.RUNNING, attempt=1, worker=f"p{process}")
-            if n % 10 == 0:
-                ledger.record(job_id, JobState.FAILED, attempt=1, error=f"boom {n}")
-            else:
-                ledger.record(job_id, JobState.SUCCEEDED, attempt=1, result={"n": n})
-
-    threads = [threading.Thread(target=own_jobs, args=(first,)) for first in (0, 1)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    # Everyone has written its terminal events; now late duplicates arrive
-    barrier.wait(timeout=JOIN_TIMEOUT_S)
-    for n in range(SHARED_JOBS):
-        ledger.record(shared_id(n), JobState.RUNNING, attempt=process + 10)
-    ledger.close()
+WRITERS = 8
+JOBS = 40
+JOIN_TIMEOUT_S = 60.0
+Q, R, T, S, F = (
+    JobState.QUEUED,
+    JobState.RUNNING,
+    JobState.RETRYING,
+    JobState.SUCCEEDED,
+    JobState.FAILED,
+)
+_fork = multiprocessing.get_context("fork")
 
 
-def test_concurrent_writers_fold_to_the_right_states(tmp_path: Path) -> None:
-    # Given several processes writing at once
-    context = multiprocessing.get_context("spawn")
-    barrier = context.Barrier(PROCESSES)
-    processes = [
-        context.Process(target=writer_process, args=(str(tmp_path), p, barrier))
-        for p in range(PROCESSES)
+def assert_counts_match_rows(url: str) -> None:
+    """The maintained counters equal a row-by-row count."""
+    rows = raw_sql(
+        url, "SELECT coalesce(task, ''), state, count(*) FROM conveyor_jobs GROUP BY 1, 2"
+    )
+    expected = {(str(task), str(state)): int(str(n)) for task, state, n in rows}
+    with open_ledger(url, create=False) as ledger:
+        reported = {
+            (task, state.value): n
+            for task, counts in ledger.counts_by_task().items()
+            for state, n in counts.items()
+            if n
+        }
+    assert reported == expected
+
+
+# --- racing writers ------------------------------------------------------------------------------
+
+
+def job_events(n: int) -> list[tuple[JobState, int]]:
+    """Every event job ``n`` may see: queued, runs and retries, and maybe an end."""
+    events = [(Q, 0), (R, 1), (T, 1), (R, 2), (T, 2), (R, 3)]
+    ending = n % 4
+    if ending == 1:
+        events.append((S, 2))
+    elif ending == 2:
+        events.append((F, 3))
+    elif ending == 3:
+        events += [(F, 1), (S, 3)]  # a failed duplicate delivery and a success
+    return events
+
+
+def writer_plan(seed: int) -> list[list[LedgerEvent]]:
+    """One writer's batches: a random, duplicated, shuffled sample of every job's events."""
+    rng = random.Random(seed)
+    picked = [
+        LedgerEvent(
+            f"J{n:03d}",
+            state,
+            attempt,
+            at=1_700_000_000.0 + rng.random(),  # clocks disagree: never compared
+            task="race" if state is Q else None,
+            worker=f"w{seed}",
+        )
+        for n in range(JOBS)
+        for state, attempt in job_events(n)
+        for _ in range(rng.choice((0, 1, 1, 2)))
     ]
-    for process in processes:
-        process.start()
-    for process in processes:
-        process.join(JOIN_TIMEOUT_S)
-    for process in processes:
-        if process.is_alive():
-            process.kill()
-            process.join()
-    assert [p.exitcode for p in processes] == [0] * PROCESSES
+    rng.shuffle(picked)
+    batches = []
+    while picked:
+        size = rng.randint(1, 25)
+        batches.append(picked[:size])
+        picked = picked[size:]
+    return batches
 
-    # Then every job folds to its right final state, seen from a fresh reader
-    ledger = Ledger(tmp_path)
-    for n in range(SHARED_JOBS):
-        record = ledger.get(shared_id(n))
-        assert record is not None
-        if n % 2 == 0:
-            assert (record.state, record.result) == (JobState.SUCCEEDED, {"n": n})
-        else:
-            assert (record.state, record.error) == (JobState.FAILED, f"bad input {n}")
-        assert record.attempts == PROCESSES + 9
-    for process in range(PROCESSES):
-        for n in range(OWN_JOBS):
-            record = ledger.get(own_id(process, n))
-            assert record is not None
-            expected = JobState.FAILED if n % 10 == 0 else JobState.SUCCEEDED
-            assert record.state is expected
-            assert record.task == "noop"
 
-    # And the summary agrees, with every line intact
-    summary = ledger.summary()
-    own_failed = PROCESSES * (OWN_JOBS // 10)
-    assert summary.total == SHARED_JOBS + PROCESSES * OWN_JOBS
-    assert summary.counts[JobState.FAILED] == SHARED_JOBS // 2 + own_failed
-    assert summary.counts[JobState.SUCCEEDED] == (
-        SHARED_JOBS // 2 + PROCESSES * OWN_JOBS - own_failed
+def race_writer(url: str, seed: int, barrier: Barrier) -> None:
+    with open_ledger(url, writer=f"writer{seed}") as ledger:
+        barrier.wait(timeout=JOIN_TIMEOUT_S)
+        for batch in writer_plan(seed):
+            ledger.record_many(batch)
+
+
+def test_racing_writers_end_where_the_ranks_say(ledger_url: str) -> None:
+    open_ledger(ledger_url).close()
+    barrier = _fork.Barrier(WRITERS)
+    writers = [
+        _fork.Process(target=race_writer, args=(ledger_url, seed, barrier))
+        for seed in range(WRITERS)
+    ]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join(JOIN_TIMEOUT_S)
+    assert [w.exitcode for w in writers] == [0] * WRITERS
+
+    best: dict[str, tuple[int, JobState]] = {}
+    attempts: Counter[str] = Counter()
+    for seed in range(WRITERS):
+        for batch in writer_plan(seed):
+            for event in batch:
+                rank = state_rank(event.state, event.attempt)
+                best[event.job_id] = max(best.get(event.job_id, (-1, Q)), (rank, event.state))
+                attempts[event.job_id] = max(attempts[event.job_id], event.attempt)
+    with open_ledger(ledger_url, create=False) as ledger:
+        records = ledger.get_many(best)
+        assert {j: r.state for j, r in records.items()} == {j: s for j, (_, s) in best.items()}
+        assert {j: r.attempts for j, r in records.items()} == dict(attempts)
+        for job_id, (rank, _) in best.items():
+            ranks = [state_rank(t.state, t.attempt) for t in ledger.history(job_id)]
+            assert ranks == sorted(set(ranks)), f"{job_id} moved backwards: {ranks}"
+            assert ranks[-1] == rank
+        queued = {
+            event.job_id
+            for seed in range(WRITERS)
+            for batch in writer_plan(seed)
+            for event in batch
+            if event.state is Q
+        }
+        assert {j for j, r in records.items() if r.task == "race"} == queued
+    assert_counts_match_rows(ledger_url)
+
+
+# --- a writer killed mid-transaction -------------------------------------------------------------
+
+BATCH = 400
+
+
+def batch_writer(url: str, first_batch: int) -> None:
+    """Write batches until killed; batch ``k``'s jobs are ``K<k>-<i>``, all in one call."""
+    with open_ledger(url) as ledger:
+        k = first_batch
+        while True:
+            ledger.record_many(
+                LedgerEvent(f"K{k}-{i}", Q if i % 2 else S, 0, task=f"t{k % 3}")
+                for i in range(BATCH)
+            )
+            k += 1
+
+
+def test_a_killed_writer_leaves_no_partial_batch(ledger_url: str) -> None:
+    open_ledger(ledger_url).close()
+    rng = random.Random(7)
+    for round_ in range(4):
+        writer = _fork.Process(target=batch_writer, args=(ledger_url, round_ * 100_000))
+        writer.start()
+        time.sleep(rng.uniform(0.3, 0.8))
+        assert writer.pid is not None and writer.is_alive()
+        os.kill(writer.pid, signal.SIGKILL)
+        writer.join(JOIN_TIMEOUT_S)
+        assert writer.exitcode == -signal.SIGKILL
+
+    rows = raw_sql(ledger_url, "SELECT job_id FROM conveyor_jobs")
+    per_batch = Counter(str(job_id).split("-")[0] for (job_id,) in rows)
+    assert per_batch, "no batch was ever committed"
+    assert set(per_batch.values()) == {BATCH}, "a batch was partly written"
+    history = raw_sql(ledger_url, "SELECT count(*) FROM conveyor_transitions")[0][0]
+    assert history == len(rows)
+    assert_counts_match_rows(ledger_url)
+    with open_ledger(ledger_url) as ledger:  # still writable after the kills
+        ledger.record("after", Q)
+        assert ledger.get("after") is not None
+
+
+# --- racing writers finishing the jobs of groups -------------------------------------------------
+
+GROUP_JOBS = 24
+#: Per group: (tolerated failures, jobs that fail, has a completion, created by the writers).
+GROUP_PLAN = {
+    "GA": (0, 0, True, False),
+    "GB": (2, 2, True, False),  # failures within the tolerance: completes
+    "GC": (2, 3, True, False),  # one failure too many: fails, cancels its open jobs
+    "GD": (0, 0, False, False),  # no completion: succeeds
+    "GE": (1, 1, True, True),  # created by the racing writers themselves, at random moments
+}
+
+
+def group_jobs(group: str) -> list[str]:
+    return [f"{group}-{n:02d}" for n in range(GROUP_JOBS)]
+
+
+def group_create_args(group: str) -> dict[str, object]:
+    tolerated, _, completion, _ = GROUP_PLAN[group]
+    return {
+        "total": GROUP_JOBS,
+        "tolerate_failures": tolerated,
+        "completion": {"job_id": f"{group}-merge", "task": "merge", "seed": 1}
+        if completion
+        else None,
+    }
+
+
+def group_job_events(group: str, n: int) -> list[tuple[JobState, int]]:
+    """A job's events: runs and a retry, then its end (the first jobs of a group fail)."""
+    failing = n < GROUP_PLAN[group][1]
+    return [(Q, 0), (R, 1), (T, 1), (R, 2), (F if failing else S, 2)]
+
+
+def group_writer_plan(seed: int) -> list[list[LedgerEvent]]:
+    """A writer's batches: every group job's events, each 0-2 times (every one at least once
+    by writer 0), shuffled."""
+    rng = random.Random(1000 + seed)
+    picked = [
+        LedgerEvent(
+            job_id,
+            state,
+            attempt,
+            at=1_700_000_000.0 + rng.random(),
+            task="shard" if state is Q else None,
+            group=group if state is Q else None,
+            error="bad row" if state is F else None,
+        )
+        for group in GROUP_PLAN
+        for n, job_id in enumerate(group_jobs(group))
+        for state, attempt in group_job_events(group, n)
+        for _ in range(rng.choice((1, 1, 2)) if seed == 0 else rng.choice((0, 1, 1, 2)))
+    ]
+    rng.shuffle(picked)
+    batches = []
+    while picked:
+        size = rng.randint(1, 10)
+        batches.append(picked[:size])
+        picked = picked[size:]
+    return batches
+
+
+def group_race_writer(
+    url: str, seed: int, barrier: Barrier, made: multiprocessing.queues.Queue[list[str]]
+) -> None:
+    rng = random.Random(seed)
+    completions: list[str] = []
+    with open_ledger(url, writer=f"gwriter{seed}") as ledger:
+        batches = group_writer_plan(seed)
+        create_at = {rng.randrange(len(batches)) for _ in range(2)}
+        barrier.wait(timeout=JOIN_TIMEOUT_S)
+        for k, batch in enumerate(batches):
+            if k in create_at:
+                completions += [
+                    c.group_id for c in ledger.create_group("GE", **group_create_args("GE"))
+                ]
+            completions += [c.group_id for c in ledger.record_many(batch)]
+        completions += [c.group_id for c in ledger.create_group("GE", **group_create_args("GE"))]
+    made.put(completions)
+
+
+def run_writers(target: object, url: str, extra: tuple[object, ...] = ()) -> list[list[str]]:
+    barrier = _fork.Barrier(WRITERS)
+    made: multiprocessing.queues.Queue[list[str]] = _fork.Queue()
+    writers = [
+        _fork.Process(target=target, args=(url, seed, barrier, made, *extra))
+        for seed in range(WRITERS)
+    ]
+    for writer in writers:
+        writer.start()
+    results = [made.get(timeout=JOIN_TIMEOUT_S * 2) for _ in writers]
+    for writer in writers:
+        writer.join(JOIN_TIMEOUT_S)
+    assert [w.exitcode for w in writers] == [0] * WRITERS
+    return results
+
+
+def assert_group_counts_match_rows(url: str) -> None:
+    """Every group's kept counts equal a row-by-row count of its jobs."""
+    from conveyor.ledger.group_sql import COUNT_COLUMNS, STATES
+
+    rows = raw_sql(url, f"SELECT group_id, {', '.join(COUNT_COLUMNS)} FROM conveyor_groups")
+    kept = {
+        (str(group), state.value): int(str(n))
+        for group, *counts in rows
+        for state, n in zip(STATES, counts, strict=True)
+        if n
+    }
+    counted = raw_sql(
+        url,
+        "SELECT group_id, state, count(*) FROM conveyor_jobs "
+        "WHERE group_id IS NOT NULL AND completes = 0 GROUP BY 1, 2",
     )
-    shared_events = PROCESSES * SHARED_JOBS * 2 + SHARED_JOBS
-    assert summary.events == shared_events + PROCESSES * OWN_JOBS * 3
-    assert summary.corrupt_lines == 0
-    assert summary.writers == PROCESSES
-    log_root = ledger.directory / "log"
-    names = {name for shard in os.listdir(log_root) for name in os.listdir(log_root / shard)}
-    assert names == {f"proc{p}.log" for p in range(PROCESSES)}
-    # Each writer appended to its own log in the shared job's shard, every line whole
-    files = ledger.job_files(shared_id(0))
-    assert len(files) == PROCESSES
-    lines = [line for path in files for line in path.read_text().split("\n")[:-1]]
-    assert all(line.count("\t") == 6 for line in lines)
-    assert len([line for line in lines if line.split("\t")[1] == shared_id(0)]) == (
-        PROCESSES * 2 + 1
+    assert kept == {(str(g), str(s)): int(str(n)) for g, s, n in counted}
+
+
+def completion_writer(
+    url: str, seed: int, barrier: Barrier, made: multiprocessing.queues.Queue[list[str]]
+) -> None:
+    """Run every completion job, with duplicate deliveries, racing the other writers."""
+    rng = random.Random(seed)
+    events = [
+        LedgerEvent(f"{group}-merge", state, attempt)
+        for group in ("GA", "GB", "GE")
+        for state, attempt in ((R, 1), (T, 1), (R, 2), (S, 2))
+        for _ in range(rng.choice((1, 2)))
+    ]
+    rng.shuffle(events)
+    with open_ledger(url) as ledger:
+        barrier.wait(timeout=JOIN_TIMEOUT_S)
+        made.put([c.group_id for e in events for c in ledger.record_many([e])])
+
+
+def test_racing_writers_make_each_completion_due_exactly_once(ledger_url: str) -> None:
+    from conveyor.ledger import GroupState
+
+    with open_ledger(ledger_url) as ledger:
+        for group, (_, _, _, by_writers) in GROUP_PLAN.items():
+            if not by_writers:
+                assert ledger.create_group(group, **group_create_args(group)) == []
+
+    results = run_writers(group_race_writer, ledger_url)
+
+    made = Counter(group for result in results for group in result)
+    assert made == {"GA": 1, "GB": 1, "GE": 1}, "a completion was made due twice, or never"
+    merges = raw_sql(
+        ledger_url, "SELECT group_id, job_id, state FROM conveyor_jobs WHERE completes = 1"
     )
+    assert sorted(merges) == [(g, f"{g}-merge", "queued") for g in ("GA", "GB", "GE")]
+    assert_group_counts_match_rows(ledger_url)
+    assert_counts_match_rows(ledger_url)
+    with open_ledger(ledger_url, create=False) as ledger:
+        assert sorted(c.group_id for c in ledger.due_completions()) == ["GA", "GB", "GE"]
+        states = {g: ledger.group(g).state for g in GROUP_PLAN}  # type: ignore[union-attr]
+        assert states == {
+            "GA": GroupState.COMPLETING,
+            "GB": GroupState.COMPLETING,
+            "GC": GroupState.FAILED,
+            "GD": GroupState.SUCCEEDED,
+            "GE": GroupState.COMPLETING,
+        }
+        gb = ledger.group("GB")
+        assert gb is not None
+        assert (gb.counts[JobState.FAILED], gb.counts[JobState.SUCCEEDED]) == (2, 22)
+        gc = ledger.group("GC")
+        assert gc is not None and gc.reason is not None
+        assert gc.reason.startswith("3 of 24 jobs failed, 2 tolerated; first: GC-0")
+        assert ledger.get("GC-merge") is None
+
+    assert run_writers(completion_writer, ledger_url) == [[]] * WRITERS
+    with open_ledger(ledger_url, create=False) as ledger:
+        for group in ("GA", "GB", "GE"):
+            record = ledger.group(group)
+            assert record is not None and record.state is GroupState.SUCCEEDED
+            assert record.finished_at is not None
+    assert_group_counts_match_rows(ledger_url)
+    assert_counts_match_rows(ledger_url)

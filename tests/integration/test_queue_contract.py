@@ -331,6 +331,80 @@ def test_purge_empties_the_queue_but_not_the_dead_letters(make_queue: QueueFacto
     assert [d.body for d in queue.dead_letters()] == ["dead"]
 
 
+def dead_letter_all(queue: Queue, bodies: list[str]) -> None:
+    """Send ``bodies`` and dead-letter each, one round at a time (so their order is known
+    where the backend keeps one)."""
+    for body in bodies:
+        queue.send(Outgoing(body))
+        (held,) = receive_n(queue, 1)
+        queue.dead_letter(held.lease, f"reason {body}")
+    assert eventually(lambda: queue.stats().dead_lettered == len(bodies))
+
+
+def test_dead_letters_are_listed_newest_first_a_page_at_a_time(make_queue: QueueFactory) -> None:
+    queue = make_queue()
+    dead_letter_all(queue, ["a", "b", "c"])
+
+    first = queue.dead_letter_page(2)
+
+    if first[-1].cursor is None:  # SQS lists in no set order and cannot page
+        assert sorted(d.body for d in queue.dead_letter_page(10)) == ["a", "b", "c"]
+        with pytest.raises(ConfigError, match="cannot page"):
+            queue.dead_letter_page(2, before="anything")
+        return
+    assert [d.body for d in first] == ["c", "b"]
+    assert [d.body for d in queue.dead_letters(10)] == ["c", "b", "a"]
+    assert [d.body for d in queue.dead_letter_page(2, first[-1].cursor)] == ["a"]
+    assert all(d.dead_at is not None and d.dead_at > 0 for d in first)
+    assert (first[0].reason, first[1].reason) == ("reason c", "reason b")
+
+
+def test_reconciliation_marks_hide_letters_only_where_tracked(make_queue: QueueFactory) -> None:
+    queue = make_queue()
+    dead_letter_all(queue, ["a", "b"])
+
+    unmarked = queue.unreconciled_dead_letters(10)
+    queue.mark_reconciled(unmarked[:1])
+
+    assert sorted(d.body for d in unmarked) == ["a", "b"]
+    left = [d.body for d in queue.unreconciled_dead_letters(10)]
+    if queue.tracks_reconciliation:
+        assert [d.body for d in unmarked] == ["a", "b"]  # oldest first
+        assert left == ["b"]
+    else:
+        assert sorted(left) == ["a", "b"]  # nothing is tracked: every letter, every time
+    assert queue.stats().dead_lettered == 2  # marking never removes a letter
+
+
+def test_purge_and_redrive_say_which_jobs_moved_where_they_can(make_queue: QueueFactory) -> None:
+    from conveyor.jobs import Job
+
+    queue = make_queue()
+    jobs = [Job(task="t") for _ in range(3)]
+    dead_letter_all(queue, [jobs[0].to_json(), "no job here"])
+    queue.send_batch([Outgoing(job.to_json()) for job in jobs[1:]])
+
+    redriven = queue.redrive_jobs()
+    purged = queue.purge_jobs()
+
+    assert redriven.count == 2
+    assert redriven.job_ids in (None, [jobs[0].job_id])
+    assert eventually(lambda: queue.stats().pending == 0)
+    assert purged.count in (4, -1)
+    if purged.job_ids is not None:
+        assert sorted(purged.job_ids) == sorted(job.job_id for job in jobs)
+
+
+def test_purging_the_dead_letters(make_queue: QueueFactory) -> None:
+    queue = make_queue()
+    dead_letter_all(queue, ["a", "b"])
+
+    assert queue.purge_dead_letters() in (2, -1)
+
+    assert eventually(lambda: queue.stats().dead_lettered == 0)
+    assert queue.dead_letters() == []
+
+
 # --- stats and concurrency ---------------------------------------------------------------
 
 

@@ -5,7 +5,10 @@ creation."""
 from __future__ import annotations
 
 import json
+import os
+import re
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -27,9 +30,11 @@ from conveyor.queues.base import MAX_VISIBILITY_TIMEOUT_S, MAX_WAIT_S
 from conveyor.queues.sqs import SQSQueue, create_queue, delete_queue
 from conveyor.queues.sqs_admin import DEAD_LETTER_RETENTION_S, QUEUE_RETENTION_S
 from conveyor.queues.sqs_batch import BATCH_ATTEMPTS, run_batch
-from conveyor.queues.sqs_client import Endpoint, aws_region_of, make_client, translate
+from conveyor.queues.sqs_client import Endpoint, make_client, translate
+from conveyor.queues.sqs_dlq import ATTRIBUTE_BUDGET_BYTES, MAX_REASON_BYTES, DeadLetterQueue
+from conveyor.queues.sqs_url import parse_queue_url
 from conveyor.settings import Settings
-from tests.fixtures.sqs import REGION
+from tests.fixtures.sqs import REGION, fake_aws_env
 
 
 class Clock:
@@ -196,12 +201,13 @@ def test_attributes_are_read_once_and_the_size_limit_enforced(
 
     queue = open_sqs(url, max_receive_count=9)
     sqs.set_queue_attributes(QueueUrl=url, Attributes={"MaximumMessageSize": "2048"})
-    queue.send(Outgoing("x" * 1024))
+    queue.send(Outgoing("x" * 896))
     with pytest.raises(MessageTooLarge):
-        queue.send(Outgoing("x" * 1025))
+        queue.send(Outgoing("x" * 897))  # the last 128 bytes are kept for a dead letter
     queue.stats()
 
-    assert queue.max_message_bytes == 1024  # as it was when opened
+    assert queue.size_limit_bytes == 1024  # as it was when opened
+    assert queue.max_message_bytes == 1024 - 128
     assert queue.max_receive_count == 4  # the RedrivePolicy's, not the settings'
     counts = queue.request_counts()
     assert counts["GetQueueAttributes"] == 1 + 2  # the open, then stats: queue and DLQ
@@ -254,7 +260,7 @@ def test_a_long_poll_of_twenty_seconds_ends_without_a_read_timeout(
     ],
 )
 def test_region_comes_from_an_aws_queue_url(url: str, region: str | None) -> None:
-    assert aws_region_of(url) == region
+    assert parse_queue_url(url).region == region
 
 
 def test_endpoint_for_aws_and_local_urls() -> None:
@@ -572,3 +578,278 @@ def test_an_idle_receive_costs_one_request(
 
     assert queue.receive(10, wait_s=1) == []
     assert queue.request_counts() == {"GetQueueAttributes": 1, "ReceiveMessage": 1}
+
+
+# --- queue URLs of other shapes (LocalStack's path strategy, gateways) ----------------------
+
+MOTO_ACCOUNT = "123456789012"
+
+
+def prefixed_url(endpoint: str, name: str, region: str = REGION) -> str:
+    """The queue's URL as LocalStack's path strategy shapes it; moto routes by the name in
+    the last segment, so it serves it too."""
+    return f"{endpoint}/queue/{region}/{MOTO_ACCOUNT}/{name}"
+
+
+def test_a_queue_url_with_a_path_prefix_works_for_every_operation(
+    sqs_settings: Settings, sqs_endpoint: str
+) -> None:
+    create_queue("jobs", settings=sqs_settings)
+    url = prefixed_url(sqs_endpoint, "jobs")
+
+    queue = open_queue(url, Settings())  # endpoint and region from the URL alone
+    try:
+        assert isinstance(queue, SQSQueue) and queue.name == "jobs" and queue.url == url
+        queue.send_batch([Outgoing("good"), Outgoing("bad")])
+        held = {r.body: r for r in queue.receive(10, wait_s=1)}
+        queue.extend(held["good"].lease, 30)
+        assert queue.ack_batch([held["good"].lease]).ok == [held["good"].lease]
+        queue.dead_letter(held["bad"].lease, "no ID column")
+        stats = queue.stats()
+        (dead,) = queue.dead_letters()
+        assert (stats.visible, stats.in_flight, stats.dead_lettered) == (0, 0, 1)
+        assert (dead.body, dead.reason) == ("bad", "no ID column")
+        assert queue.redrive() == 1
+        assert [r.body for r in queue.receive(1, wait_s=1)] == ["bad"]
+        assert queue.purge() == -1
+    finally:
+        queue.close()
+
+
+def test_the_cli_takes_a_queue_url_with_a_path_prefix(
+    sqs_settings: Settings, sqs_endpoint: str, tmp_path: Path
+) -> None:
+    from tests.e2e.helpers import run
+
+    create_queue("jobs", settings=sqs_settings)
+    url = prefixed_url(sqs_endpoint, "jobs")
+    env = {
+        **fake_aws_env(sqs_endpoint, tmp_path),
+        "PATH": os.environ.get("PATH", ""),
+        "CONVEYOR_STORAGE": str(tmp_path / "storage"),
+        "CONVEYOR_QUEUE_URL": url,
+    }
+    del env["AWS_ENDPOINT_URL_SQS"]  # the URL alone says where the server is
+    (tmp_path / "good.csv").write_text("ID,Value\n1,2\n")
+    (tmp_path / "bad.csv").write_text("ID,Value\n1,two\n")
+    worker = ("worker", "--until-empty", "--wait-s", "1", "--empty-polls", "1")
+
+    run("submit", tmp_path / "good.csv", tmp_path / "bad.csv", env=env)
+    run(*worker, env=env)  # one job succeeds, the other is dead-lettered
+    stats = run("queue", "stats", env=env)
+    listed = run("dlq", "list", env=env)
+    redriven = run("dlq", "redrive", env=env)
+    purged = run("queue", "purge", "--yes", env=env)
+
+    assert "'two' is not a finite number" in listed.stdout, listed.stdout
+    assert "1" in redriven.stdout, redriven.stdout
+    for done in (stats, listed, redriven, purged):
+        assert done.returncode == 0 and "Traceback" not in done.stderr
+
+
+def test_the_dead_letter_queue_is_found_in_the_region_of_its_arn(
+    sqs_settings: Settings, sqs_endpoint: str, open_sqs: Callable[..., SQSQueue]
+) -> None:
+    # Given a dead-letter queue in another region than its source queue's client signs for
+    # (moto keeps regions apart, as AWS does: a client for the wrong region cannot see it)
+    endpoint = Endpoint(sqs_endpoint, REGION)
+    far = make_client(endpoint.in_region("eu-west-1"))
+    dlq_url = far.create_queue(QueueName="jobs-dlq")["QueueUrl"]
+    arn = far.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])
+    source = open_sqs(create_queue("jobs", settings=sqs_settings))
+    asked: list[str] = []
+
+    def client_for(region: str) -> Any:
+        asked.append(region)
+        return far if region == "eu-west-1" else source._client
+
+    dead = DeadLetterQueue(
+        source._client, arn["Attributes"]["QueueArn"], source.url, False, client_for
+    )
+    try:
+        # When a message is dead-lettered there and listed
+        dead.put("job", "boom", 3, message_id="m1", group_id=None)
+        (letter,) = dead.peek(10)
+    finally:
+        far.close()
+
+    # Then every call went to the ARN's region, and the URL came from GetQueueUrl there
+    assert dead.url == dlq_url
+    assert set(asked) == {"eu-west-1"}
+    assert (letter.body, letter.reason, letter.receive_count) == ("job", "boom", 3)
+
+
+# --- dead letters that fit whatever happens -----------------------------------------------
+
+_XML_CHARS = re.compile("[\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]*")
+
+
+def strict_like_aws(client: Any, limit: int) -> None:
+    """Make ``client`` refuse sends as AWS does and moto does not: a message whose body and
+    attributes (names, types and values) exceed ``limit`` bytes, or that holds characters
+    outside XML's set, fails with AWS's error codes before reaching the server."""
+
+    def refuse(code: str, message: str, action: str) -> botocore.exceptions.ClientError:
+        error = {"Error": {"Code": code, "Message": message}}
+        return botocore.exceptions.ClientError(
+            {**error, "ResponseMetadata": {"HTTPStatusCode": 400}},  # type: ignore[typeddict-item]
+            action,
+        )
+
+    def check(params: dict[str, Any], model: Any, **_: Any) -> None:
+        entries = params.get("Entries", [params])
+        for entry in entries:
+            attributes = entry.get("MessageAttributes", {})
+            texts = [entry["MessageBody"], *(a["StringValue"] for a in attributes.values())]
+            size = len(entry["MessageBody"].encode()) + sum(
+                len(name.encode()) + len(a["DataType"].encode()) + len(a["StringValue"].encode())
+                for name, a in attributes.items()
+            )
+            if size > limit:
+                raise refuse(
+                    "InvalidParameterValue",
+                    f"One or more parameters are invalid. Reason: Message must be shorter "
+                    f"than {limit} bytes.",
+                    model.name,
+                )
+            if not all(_XML_CHARS.fullmatch(text) for text in texts):
+                raise refuse("InvalidMessageContents", "Invalid characters found.", model.name)
+
+    for action in ("SendMessage", "SendMessageBatch"):
+        client.meta.events.register(f"before-parameter-build.sqs.{action}", check)
+
+
+@pytest.fixture
+def strict_queue(
+    sqs_settings: Settings, sqs: Any
+) -> Iterator[Callable[[int], tuple[SQSQueue, Any]]]:
+    """``strict_queue(limit)``: a queue and dead-letter queue of MaximumMessageSize
+    ``limit``, opened by conveyor through a client that refuses what AWS refuses; and a
+    plain client on the same queue, for another producer that sends what it likes."""
+    opened: list[SQSQueue] = []
+
+    def factory(limit: int) -> tuple[SQSQueue, Any]:
+        url = create_queue("jobs", settings=sqs_settings)
+        dlq = sqs.get_queue_url(QueueName="jobs-dlq")["QueueUrl"]
+        for queue_url in (url, dlq):
+            sqs.set_queue_attributes(
+                QueueUrl=queue_url, Attributes={"MaximumMessageSize": str(limit)}
+            )
+        client = make_client(Endpoint.for_queue(url, sqs_settings))
+        strict_like_aws(client, limit)
+        queue = SQSQueue(url, sqs_settings, client=client)
+        opened.append(queue)
+        return queue, sqs
+
+    yield factory
+    for queue in opened:
+        queue.close()
+
+
+LONG_REASON = "\x1b[31mValueError\x1b[0m: row 7: " + "bad value " * 120  # 1,000+ characters
+
+
+@pytest.mark.parametrize(
+    ("spare", "reason_kept"),
+    [
+        (ATTRIBUTE_BUDGET_BYTES, "whole"),  # the largest body conveyor itself sends
+        (200, "shortened"),  # another producer's body, near the limit
+        (10, "none"),  # not even the receive count fits: the body goes alone
+    ],
+)
+def test_a_message_near_the_size_limit_is_dead_lettered_all_the_same(
+    strict_queue: Callable[[int], tuple[SQSQueue, Any]], spare: int, reason_kept: str
+) -> None:
+    # Given a 256 KiB queue and a message whose body leaves only `spare` bytes
+    limit = 262_144
+    queue, producer = strict_queue(limit)
+    body = "x" * (limit - spare)
+    producer.send_message(QueueUrl=queue.url, MessageBody=body)
+    (held,) = queue.receive(1, wait_s=1)
+
+    # When it is dead-lettered with a long reason full of ANSI colour codes
+    queue.dead_letter(held.lease, LONG_REASON)
+
+    # Then it reaches the dead-letter queue, body intact, with what of the reason fits
+    (dead,) = queue.dead_letters()
+    assert dead.body == body
+    assert queue.stats().visible == 0
+    clean = LONG_REASON.replace("\x1b[31m", "").replace("\x1b[0m", "").strip()
+    if reason_kept == "whole":
+        assert dead.reason == clean
+        assert dead.receive_count == 1
+    elif reason_kept == "shortened":
+        assert dead.reason is not None and dead.reason.endswith("\u2026")
+        assert clean.startswith(dead.reason.removesuffix("\u2026"))
+        assert dead.receive_count == 1
+    else:
+        assert dead.reason is None
+
+
+def test_conveyor_sends_only_bodies_it_can_dead_letter_with_their_reason(
+    strict_queue: Callable[[int], tuple[SQSQueue, Any]],
+) -> None:
+    queue, _ = strict_queue(262_144)
+
+    with pytest.raises(MessageTooLarge):
+        queue.send(Outgoing("x" * (queue.max_message_bytes + 1)))
+    queue.send(Outgoing("x" * queue.max_message_bytes))
+    (held,) = queue.receive(1, wait_s=1)
+    queue.dead_letter(held.lease, "r" * 5_000)
+
+    (dead,) = queue.dead_letters()
+    assert queue.max_message_bytes == 262_144 - ATTRIBUTE_BUDGET_BYTES
+    assert dead.reason is not None and len(dead.reason.encode()) == MAX_REASON_BYTES
+
+
+def test_a_reason_with_control_characters_is_sanitised_not_refused(
+    strict_queue: Callable[[int], tuple[SQSQueue, Any]],
+) -> None:
+    queue, _ = strict_queue(262_144)
+    queue.send(Outgoing('{"job": 1}'))
+    (held,) = queue.receive(1, wait_s=1)
+
+    queue.dead_letter(held.lease, "\x1b[1;31mboom\x1b[0m\x00 at \x07row\ud800 3\n")
+
+    (dead,) = queue.dead_letters()
+    assert dead.reason == "boom\ufffd at \ufffdrow\ufffd 3"
+
+
+def test_a_dead_letter_the_server_still_refuses_goes_without_attributes(
+    sqs_settings: Settings, sqs: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a server that counts sizes more strictly than its MaximumMessageSize says
+    url = create_queue("jobs", settings=sqs_settings)
+    dlq = sqs.get_queue_url(QueueName="jobs-dlq")["QueueUrl"]
+    sqs.set_queue_attributes(QueueUrl=dlq, Attributes={"MaximumMessageSize": "262144"})
+    client = make_client(Endpoint.for_queue(url, sqs_settings))
+    strict_like_aws(client, 262_144 - 3_000)
+    queue = SQSQueue(url, sqs_settings, client=client)
+    try:
+        sqs.send_message(QueueUrl=url, MessageBody="y" * (262_144 - 3_000))
+        (held,) = queue.receive(1, wait_s=1)
+
+        # When the message is dead-lettered, its attributes no longer fitting
+        queue.dead_letter(held.lease, "boom")
+
+        # Then it went without them rather than not at all
+        (dead,) = queue.dead_letters()
+        assert (len(dead.body), dead.reason) == (262_144 - 3_000, None)
+        assert "without its reason" in caplog.text and "shorter than" in caplog.text
+    finally:
+        queue.close()
+
+
+def test_dead_letters_are_purged_all_at_once_never_by_age(
+    sqs_settings: Settings, open_sqs: Callable[..., SQSQueue]
+) -> None:
+    queue = open_sqs(create_queue("jobs", settings=sqs_settings))
+    queue.send_batch([Outgoing("a"), Outgoing("b")])
+    for held in queue.receive(10, wait_s=1):
+        queue.dead_letter(held.lease, "bad")
+
+    with pytest.raises(ConfigError, match="by age itself"):
+        queue.purge_dead_letters(older_than_s=3600)
+    assert queue.stats().dead_lettered == 2
+    assert queue.purge_dead_letters() == -1
+    assert queue.stats().dead_lettered == 0 and queue.dead_letters() == []

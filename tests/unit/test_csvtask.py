@@ -10,7 +10,7 @@ import os
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import polars as pl
@@ -292,7 +292,7 @@ def test_big_file_is_identical_across_block_sizes_and_workers(tmp_path: Path) ->
 
 @pytest.mark.parametrize("quoting", [csv.QUOTE_MINIMAL, csv.QUOTE_ALL, csv.QUOTE_NONNUMERIC])
 def test_valid_files_never_need_the_exact_parser(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, quoting: int
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, quoting: Literal[0, 1, 2, 3]
 ) -> None:
     # Given a valid file of 30,000 rows, some IDs with commas, quotes or line breaks
     buffer = io.StringIO()

@@ -25,10 +25,12 @@ from conveyor.jobs import (
     JobState,
     decode_from_queue,
     encode_for_queue,
+    job_id_of,
     new_job_id,
     parse_json,
 )
-from conveyor.storage import TEMP_PREFIX, Storage
+from conveyor.queues.base import message_text
+from conveyor.storage import TEMP_PREFIX, Storage, check_job_id
 
 CROCKFORD = set("0123456789ABCDEFGHJKMNPQRSTVWXYZ")
 
@@ -80,10 +82,17 @@ def test_new_job_id_encodes_milliseconds() -> None:
 
 
 def test_terminal_states() -> None:
-    assert {JobState.SUCCEEDED, JobState.FAILED} == TERMINAL
+    assert {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED} == TERMINAL
     assert JobState.FAILED.terminal
     assert not JobState.RETRYING.terminal
-    assert [s.value for s in JobState] == ["queued", "running", "retrying", "succeeded", "failed"]
+    assert [s.value for s in JobState] == [
+        "queued",
+        "running",
+        "retrying",
+        "succeeded",
+        "failed",
+        "cancelled",
+    ]
 
 
 # --- round trips ------------------------------------------------------------------------------
@@ -325,7 +334,8 @@ jobs = st.builds(
     seed=st.integers(min_value=0, max_value=MAX_SEED),
     job_id=st.from_regex(r"[0-9A-Za-z_-]{1,64}", fullmatch=True),
     submitted_at=st.floats(min_value=0, max_value=4e9),
-)
+    # A job whose output is its input is refused on receive (tested on its own).
+).filter(lambda job: job.input is None or job.input != job.output)
 
 
 @given(jobs)
@@ -395,8 +405,9 @@ def test_claim_check_round_trip(storage: Storage) -> None:
     data = json.loads(text)
     assert "params" not in data
     ref = data["params_ref"]
-    assert ref["path"] == f"{CLAIMS_DIR}/{ref['sha256']}.json"
+    assert ref["path"] == f"{CLAIMS_DIR}/{job.job_id}.job.json"  # the job's own name
     assert (storage.root / ref["path"]).is_file()
+    assert (storage.root / CLAIMS_DIR / f"{ref['sha256']}.json").is_file()  # shared
     # A receiver without the storage sees the reference only
     assert Job.from_json(text).params == {}
     assert Job.from_json(text).dedup_id == job.dedup_id
@@ -408,10 +419,14 @@ def test_claim_check_round_trip(storage: Storage) -> None:
 def test_claim_is_written_once_and_atomically(storage: Storage) -> None:
     first = encode_for_queue(big_job(), storage, max_bytes=1024)
     second = encode_for_queue(replace(big_job(), job_id="other"), storage, max_bytes=1024)
-    assert json.loads(first)["params_ref"] == json.loads(second)["params_ref"]
+    refs = [json.loads(text)["params_ref"] for text in (first, second)]
+    assert refs[0]["sha256"] == refs[1]["sha256"]
     claims = os.listdir(storage.root / CLAIMS_DIR)
-    assert len(claims) == 1
-    assert not claims[0].startswith(TEMP_PREFIX)
+    assert len(claims) == 3  # the shared file, and each job's name for it
+    assert not any(name.startswith(TEMP_PREFIX) for name in claims)
+    # One copy of the bytes: each job's name is a hard link to the shared file
+    inodes = {(storage.root / ref["path"]).stat().st_ino for ref in refs}
+    assert inodes == {(storage.root / CLAIMS_DIR / f"{refs[0]['sha256']}.json").stat().st_ino}
 
 
 def test_tampered_claim_is_rejected(storage: Storage) -> None:
@@ -455,3 +470,106 @@ def test_claim_checked_jobs_round_trip(storage: Storage, job: Job) -> None:
     assert len(text) <= limit
     assert ("params_ref" in json.loads(text)) == (len(job.to_json()) > limit)
     assert decode_from_queue(text, storage) == job
+
+
+# --- hostile bodies: one tolerant path for every reader ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b'{"v":1,"job_id":"BLOB1","task":"t"}', "BLOB1"),  # a BLOB row
+        (b"\x7b\x22\xff", None),  # not UTF-8, as bytes
+        (message_text(b'{"v":1,"job_id":"SURR","task":"\xff"}'), "SURR"),  # ... as text
+        (message_text(b'{"v":1,"job_id":"AB\xff"}'), None),  # the id itself is broken
+        (None, None),
+        (12, None),
+        ("", None),
+        ("null", None),
+        ('{"job_id": ["J"]}', None),
+        ('{"job_id": {"a": 1}}', None),
+        ("[" * 200_000, None),  # deeper than any envelope: never parsed
+        ('{"v":1,"job_id":"BIG","x":"' + "a" * (2 * 1024 * 1024) + '"}', "BIG"),  # fast path
+        ('{"x":"' + "a" * (2 * 1024 * 1024) + '","job_id":"BIG2"}', None),  # too big to parse
+    ],
+    ids=lambda v: repr(v)[:30],
+)
+def test_job_id_of_reads_any_body_and_never_raises(body: object, expected: str | None) -> None:
+    assert job_id_of(body) == expected
+
+
+@given(
+    st.one_of(
+        st.binary(max_size=200),
+        st.text(max_size=200),
+        st.binary(max_size=200).map(message_text),
+        json_values.map(json.dumps),
+        st.dictionaries(st.sampled_from(["v", "job_id", "task"]), json_values).map(json.dumps),
+        st.none(),
+        st.integers(),
+    )
+)
+def test_job_id_of_is_total(body: object) -> None:
+    found = job_id_of(body)
+    assert found is None or check_job_id(found) == found
+
+
+@given(st.binary(min_size=1, max_size=300))
+def test_bodies_that_are_not_utf8_are_bad_messages_never_crashes(raw: bytes) -> None:
+    # Given a stored body as the queue reads it: text carrying any bytes
+    text = message_text(raw)
+    # Then the decoder accepts it only if it really was UTF-8, and fails only with a reason
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        with pytest.raises(BadMessage, match="not UTF-8"):
+            Job.from_json(text)
+    else:
+        with contextlib.suppress(BadMessage):
+            Job.from_json(text)
+
+
+def test_a_valid_envelope_with_one_bad_byte_is_refused_not_altered() -> None:
+    good = Job(task="t", params={"name": "é"}).to_json().replace("\\u00e9", "é")
+    raw = good.encode().replace("é".encode(), b"\xe9")  # latin-1 where UTF-8 belongs
+    with pytest.raises(BadMessage, match="not UTF-8"):
+        Job.from_json(message_text(raw))
+
+
+@pytest.mark.parametrize(
+    ("input_rel", "output_rel"),
+    [("data/a.csv", "data/a.csv"), ("data/a.csv", "data//a.csv"), ("data/a.csv", "data/./a.csv")],
+)
+def test_a_message_whose_output_is_its_input_is_refused_on_receive(
+    storage: Storage, input_rel: str, output_rel: str
+) -> None:
+    text = json.dumps(envelope(input=input_rel, output=output_rel))
+    with pytest.raises(BadMessage, match=r"its output .* is its input") as caught:
+        decode_from_queue(text, storage)
+    assert "\n" not in caught.value.message
+
+
+def test_an_output_that_is_a_symlink_to_the_input_is_refused(storage: Storage) -> None:
+    (storage.root / "in").mkdir()
+    (storage.root / "in" / "a.csv").write_text("ID,Value\n")
+    (storage.root / "out").symlink_to(storage.root / "in")
+    text = json.dumps(envelope(input="in/a.csv", output="out/a.csv"))
+    with pytest.raises(BadMessage, match="is its input"):
+        decode_from_queue(text, storage)
+    assert decode_from_queue(json.dumps(envelope(input="in/a.csv", output="out/b.csv")), storage)
+
+
+def test_claims_are_created_owner_only(tmp_path: Path) -> None:
+    storage = Storage(tmp_path / "root")
+    old = os.umask(0o022)
+    try:
+        text = encode_for_queue(big_job(), storage, max_bytes=1024)
+    finally:
+        os.umask(old)
+    ref = json.loads(text)["params_ref"]
+    claims = storage.root / CLAIMS_DIR
+    assert claims.stat().st_mode & 0o777 == 0o700
+    assert (storage.root / "_conveyor").stat().st_mode & 0o777 == 0o700
+    assert (storage.root / ref["path"]).stat().st_mode & 0o777 == 0o600
+    for path in claims.iterdir():
+        assert path.stat().st_mode & 0o777 == 0o600, path

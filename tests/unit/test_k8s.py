@@ -27,6 +27,8 @@ from conveyor.k8s import (
     Deployment,
     Efs,
     Keda,
+    LedgerSecret,
+    Prune,
     PullSecret,
     Resources,
     Workload,
@@ -49,6 +51,10 @@ IMAGE = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/conveyor:0.1.0"
 FS = "fs-0ff53d77cb74d6474"
 AP = "fsap-0123456789abcdef0"
 OIDC = f"https://oidc.eks.{REGION}.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE"
+#: The Secret holding the PostgreSQL ledger's URL: workers on EFS cannot run without one.
+LEDGER_SECRET = "conveyor-ledger"
+#: A ledger URL with a password, as a user would have it in their shell.
+LEDGER_URL = "postgresql://conveyor:hunter2-s3cret@ledger.abc.us-west-1.rds.amazonaws.com/jobs"
 #: The Kubernetes versions every manifest must validate against: EKS's oldest in standard
 #: support when written, and the newest the installed schemas carry.
 K8S_VERSIONS = ("1.33", latest_version())
@@ -71,14 +77,17 @@ def deployment(
     efs: dict[str, Any] | None = None,
     keda: dict[str, Any] | None = None,
     pull_secret: dict[str, Any] | None = None,
+    ledger: dict[str, Any] | None = None,
 ) -> Deployment:
-    """A Deployment with the tutorial's queue, an ECR image and an EFS file system."""
+    """A Deployment with the tutorial's queue, an ECR image, an EFS file system and the
+    ledger's Secret."""
     return Deployment(
         workload=replace(Workload(image=IMAGE), **(workload or {})),
         aws=replace(Aws(queue_url=QUEUE, oidc_issuer=OIDC), **(aws or {})),
         efs=replace(Efs(file_system_id=FS), **(efs or {})),
         keda=replace(Keda(), **(keda or {})),
         pull_secret=replace(PullSecret(), **(pull_secret or {})),
+        ledger=replace(LedgerSecret(LEDGER_SECRET), **(ledger or {})),
     )
 
 
@@ -93,6 +102,7 @@ SCENARIOS: dict[str, Deployment] = {
         workload={"parallelism": 7, "version": "v3", "deadline_s": 3600, "grace_s": 100.5},
         keda={"role_arn": f"arn:aws:iam::{ACCOUNT}:role/keda-sqs"},
     ),
+    "ledger-key": deployment(ledger={"name": "rds.ledger", "key": "dsn"}),
     "sample-no-efs": Deployment(workload=Workload(image=IMAGE)),
 }
 
@@ -104,6 +114,8 @@ def parts_for(deploy: Deployment) -> list[str]:
     parts = ["service-account", "storage", "job", "queue-job", "keda"]
     if deploy.pull_secret.name is not None:
         parts.append("pull-secret")
+    if deploy.ledger.name is not None:
+        parts.append("ledger-prune")
     return parts
 
 
@@ -137,7 +149,22 @@ def pod_specs(doc: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 
 def env_of(container: dict[str, Any]) -> dict[str, str]:
-    return {item["name"]: item["value"] for item in container.get("env", [])}
+    """The container's plain env values (those from a Secret are left out)."""
+    return {item["name"]: item["value"] for item in container.get("env", []) if "value" in item}
+
+
+def secret_env_of(container: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """The container's env values read from Secrets: name -> its secretKeyRef."""
+    return {
+        item["name"]: item["valueFrom"]["secretKeyRef"]
+        for item in container.get("env", [])
+        if "valueFrom" in item
+    }
+
+
+def is_refresher(doc: dict[str, Any]) -> bool:
+    """The pull-secret refresher's CronJob (aws and kubectl, not conveyor)."""
+    return doc["kind"] == "CronJob" and doc["metadata"]["name"].endswith("-ecr-refresh")
 
 
 def worker_job(docs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -260,8 +287,7 @@ def test_worker_pods_do_not_mount_the_api_token_but_the_refresher_does() -> None
     docs = render(SCENARIOS["pull-secret"], parts_for(SCENARIOS["pull-secret"]))
     for doc in docs:
         for spec in pod_specs(doc):
-            needs_api = doc["kind"] == "CronJob"
-            assert spec["automountServiceAccountToken"] is needs_api
+            assert spec["automountServiceAccountToken"] is is_refresher(doc)
     (worker_sa,) = [
         d for d in by_kind(docs, "ServiceAccount") if d["metadata"]["name"] == "conveyor"
     ]
@@ -475,9 +501,9 @@ def test_the_pull_secret_is_used_and_kept_fresh() -> None:
     docs = render(deploy, parts_for(deploy))
     for doc in docs:
         for spec in pod_specs(doc):
-            if doc["kind"] != "CronJob":
+            if not is_refresher(doc):
                 assert spec["imagePullSecrets"] == [{"name": "regcred"}]
-    cron = one(docs, "CronJob")
+    (cron,) = [doc for doc in docs if is_refresher(doc)]
     _minute, hour, *_ = cron["spec"]["schedule"].split()
     assert hour.startswith("*/") and int(hour[2:]) <= 8  # well inside ECR's 12 hours
     pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
@@ -507,7 +533,7 @@ def test_the_pull_secret_is_used_and_kept_fresh() -> None:
 
 def test_no_pull_secret_by_default() -> None:
     docs = render(SCENARIOS["csi"], parts_for(SCENARIOS["csi"]))
-    assert not by_kind(docs, "CronJob")
+    assert not [doc for doc in docs if is_refresher(doc)]
     for doc in docs:
         for spec in pod_specs(doc):
             assert "imagePullSecrets" not in spec
@@ -706,8 +732,12 @@ def run_cli(args: list[str], env: dict[str, str] | None = None) -> Any:
     return CliRunner().invoke(cli, ["k8s", *args], env=env, catch_exceptions=False)
 
 
+#: What every command line below renders from: the image, the queue, EFS, the ledger.
+BASE_ARGS = ["--image", IMAGE, "--queue", QUEUE, "--efs-id", FS, "--ledger-secret", LEDGER_SECRET]
+
+
 def test_render_prints_yaml_that_kubectl_can_apply() -> None:
-    result = run_cli(["render", "--image", IMAGE, "--queue", QUEUE, "--efs-id", FS])
+    result = run_cli(["render", *BASE_ARGS])
     assert result.exit_code == 0, result.output
     docs = list(yaml.safe_load_all(result.stdout))
     assert [d["kind"] for d in docs] == [
@@ -726,6 +756,7 @@ def test_render_reads_its_env_twins() -> None:
         "CONVEYOR_K8S_PARALLELISM": "4",
         "CONVEYOR_GRACE_S": "50",
         "CONVEYOR_K8S_NAMESPACE": "batch",
+        "CONVEYOR_LEDGER_SECRET": "db:dsn",
     }
     result = run_cli(["render", "--only", "queue-job"], env=env)
     assert result.exit_code == 0, result.output
@@ -733,12 +764,12 @@ def test_render_reads_its_env_twins() -> None:
     assert job["metadata"]["namespace"] == "batch"
     assert job["spec"]["parallelism"] == 4
     assert job["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 65
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert secret_env_of(container) == {"CONVEYOR_LEDGER_URL": {"name": "db", "key": "dsn"}}
 
 
 def test_render_out_writes_one_file_per_object_and_the_policies(tmp_path: Path) -> None:
-    result = run_cli(
-        ["render", "--image", IMAGE, "--queue", QUEUE, "--efs-id", FS, "--out", str(tmp_path)]
-    )
+    result = run_cli(["render", *BASE_ARGS, "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     names = sorted(p.name for p in tmp_path.glob("*.yaml"))
     assert names[0].startswith("01-serviceaccount-") and len(names) == 4
@@ -764,11 +795,162 @@ def test_a_configuration_error_is_one_line_and_exit_78() -> None:
 
 
 def test_the_one_off_job_can_run_another_command_with_the_queue_and_storage() -> None:
-    base = ["render", "--only", "job", "--image", IMAGE, "--queue", QUEUE, "--efs-id", FS]
-    result = run_cli([*base, "--run-args", "dlq list --limit 5"])
+    result = run_cli(["render", "--only", "job", *BASE_ARGS, "--run-args", "dlq list --limit 5"])
     assert result.exit_code == 0, result.output
     (job,) = yaml.safe_load_all(result.stdout)
     (container,) = job["spec"]["template"]["spec"]["containers"]
     assert container["args"] == ["dlq", "list", "--limit", "5"]
     assert env_of(container)["SQS_QUEUE_URL"] == QUEUE
     assert env_of(container)["CONVEYOR_STORAGE"] == "/efs"
+    assert secret_env_of(container)["CONVEYOR_LEDGER_URL"]["name"] == LEDGER_SECRET
+
+
+# --- the ledger's Secret ------------------------------------------------------------------
+
+
+def test_every_conveyor_pod_reads_the_ledger_url_from_its_secret(
+    rendered: tuple[Deployment, list[dict[str, Any]]],
+) -> None:
+    deploy, docs = rendered
+    pods = 0
+    for doc in docs:
+        if is_refresher(doc):
+            continue  # it runs aws and kubectl, not conveyor
+        for spec in pod_specs(doc):
+            (container,) = spec["containers"]
+            secrets = secret_env_of(container)
+            if deploy.ledger.name is None:
+                assert secrets == {}
+            else:
+                assert secrets == {
+                    "CONVEYOR_LEDGER_URL": {"name": deploy.ledger.name, "key": deploy.ledger.key}
+                }
+            assert "CONVEYOR_LEDGER_URL" not in env_of(container)
+            pods += 1
+    assert pods >= 1
+
+
+@pytest.mark.parametrize(
+    ("parts", "workload"),
+    [
+        (["queue-job"], {}),
+        (["keda"], {}),
+        (["job"], {"run_args": ("status",)}),
+        (["job"], {"run_args": ("ledger", "migrate")}),
+    ],
+)
+def test_pods_on_efs_that_use_the_ledger_need_its_secret(
+    parts: list[str], workload: dict[str, Any]
+) -> None:
+    deploy = deployment(ledger={"name": None}, workload=workload)
+    with pytest.raises(ConfigError, match=r"--ledger-secret") as caught:
+        render(deploy, parts)
+    assert "\n" not in caught.value.message
+    assert caught.value.exit_code == EXIT_CONFIG
+
+
+def test_pods_that_never_open_the_ledger_need_no_secret() -> None:
+    # `conveyor run` on /efs publishes a file and records nothing; without EFS there is
+    # no shared storage to keep a SQLite ledger on.
+    (run,) = render(deployment(ledger={"name": None}), ["job"])
+    (container,) = run["spec"]["template"]["spec"]["containers"]
+    assert container["args"][0] == "run" and secret_env_of(container) == {}
+    bare = Deployment(workload=Workload(image=IMAGE, run_args=("status",)))
+    (status,) = render(bare, ["job"])
+    assert secret_env_of(status["spec"]["template"]["spec"]["containers"][0]) == {}
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("conveyor-ledger", LedgerSecret("conveyor-ledger", "url")),
+        ("rds.ledger:dsn", LedgerSecret("rds.ledger", "dsn")),
+        ("db:DATABASE_URL", LedgerSecret("db", "DATABASE_URL")),
+        (None, LedgerSecret()),
+        ("", LedgerSecret()),
+    ],
+)
+def test_the_ledger_secret_is_name_and_key(value: str | None, expected: LedgerSecret) -> None:
+    assert LedgerSecret.parse(value) == expected
+
+
+@pytest.mark.parametrize("value", ["Conveyor", "db:", "db:a/b", "-db", "db:url:x", "a" * 254])
+def test_a_malformed_ledger_secret_is_refused(value: str) -> None:
+    with pytest.raises(ConfigError, match="--ledger-secret"):
+        LedgerSecret.parse(value)
+
+
+def test_a_malformed_ledger_secret_is_one_line_and_exit_78() -> None:
+    result = run_cli(["render", *BASE_ARGS, "--ledger-secret", "Not_A_Name"])
+    assert result.exit_code == EXIT_CONFIG
+    (line,) = result.stderr.splitlines()
+    assert "--ledger-secret" in line
+
+
+def test_render_refuses_efs_workers_without_the_ledger_secret() -> None:
+    args = ["render", "--image", IMAGE, "--queue", QUEUE, "--efs-id", FS]
+    result = run_cli(args)
+    assert result.exit_code == EXIT_CONFIG
+    assert result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert "--ledger-secret" in line and "SQLite" in line
+
+
+def test_no_ledger_url_ever_appears_in_rendered_output(tmp_path: Path) -> None:
+    # Even with the URL (and its password) in the environment of `conveyor k8s render`.
+    env = {"CONVEYOR_LEDGER_URL": LEDGER_URL}
+    texts = []
+    for only in [*[p for p in PARTS if p != "iam"], None]:
+        args = ["render", *BASE_ARGS, "--pull-secret", "regcred", "--metrics-port", "9100"]
+        args += ["--only", only] if only else []
+        result = run_cli(args, env=env)
+        assert result.exit_code == 0, result.output
+        texts.append(result.stdout)
+    result = run_cli(["render", *BASE_ARGS, "--out", str(tmp_path)], env=env)
+    assert result.exit_code == 0, result.output
+    texts += [p.read_text() for p in tmp_path.rglob("*") if p.is_file()]
+    texts += [to_yaml(render(d, parts_for(d))) for d in SCENARIOS.values()]
+    for text in texts:
+        assert "postgresql://" not in text
+        assert "postgres://" not in text
+        assert "hunter2" not in text
+    assert any("CONVEYOR_LEDGER_URL" in text for text in texts)
+
+
+def test_the_ledger_prune_cron_job_deletes_old_jobs_through_the_secret() -> None:
+    deploy = deployment(workload={"metrics_port": 9100})
+    (cron,) = render(replace(deploy, prune=Prune("7 1 * * 0", "14d")), ["ledger-prune"])
+    assert cron["spec"]["schedule"] == "7 1 * * 0"
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    job = cron["spec"]["jobTemplate"]["spec"]
+    pod = job["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["args"] == ["ledger", "prune", "--older-than", "14d"]
+    assert secret_env_of(container) == {
+        "CONVEYOR_LEDGER_URL": {"name": LEDGER_SECRET, "key": "url"}
+    }
+    # Only the ledger: no queue, no storage, no metrics port.
+    assert env_of(container) == {}
+    assert [v["name"] for v in pod["volumes"]] == ["tmp"]
+    assert "ports" not in container and "livenessProbe" not in container
+    assert EXIT_CONFIG in job["podFailurePolicy"]["rules"][1]["onExitCodes"]["values"]
+    assert pod["automountServiceAccountToken"] is False
+
+
+def test_the_ledger_prune_cron_job_needs_the_secret_and_sane_values() -> None:
+    with pytest.raises(ConfigError, match="--ledger-secret"):
+        render(deployment(ledger={"name": None}), ["ledger-prune"])
+    with pytest.raises(ConfigError, match="--prune-schedule"):
+        render(replace(deployment(), prune=Prune(schedule="daily")), ["ledger-prune"])
+    with pytest.raises(ConfigError, match="--prune-older-than"):
+        render(replace(deployment(), prune=Prune(older_than="a month")), ["ledger-prune"])
+
+
+def test_render_ledger_prune_reads_its_options() -> None:
+    args = ["render", "--only", "ledger-prune", *BASE_ARGS, "--prune-schedule", "0 2 * * *"]
+    result = run_cli(args, env={"CONVEYOR_LEDGER_RETENTION": "90d"})
+    assert result.exit_code == 0, result.output
+    (cron,) = yaml.safe_load_all(result.stdout)
+    assert cron["spec"]["schedule"] == "0 2 * * *"
+    container = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"][-1] == "90d"

@@ -3,19 +3,33 @@
 from __future__ import annotations
 
 import os
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from conveyor import storage as storage_module
 from conveyor.errors import BadInput, StorageError, UnsafePath
 from conveyor.storage import (
+    LEGACY_TEMP_AGE_S,
     MAX_NAME_BYTES,
     MAX_PATH_BYTES,
+    OWNER_ONLY,
+    STAGING_DIR,
     TEMP_PREFIX,
+    StateMode,
     Storage,
     atomic_output,
     check_job_id,
     check_relative_path,
+    clean_stale_temps,
+    create_state_file,
+    state_mode,
+    temp_name,
 )
 
 
@@ -286,3 +300,203 @@ def test_atomic_output_publishes_empty_file_when_task_wrote_nothing(tmp_path: Pa
     with atomic_output(final):
         pass
     assert final.read_bytes() == b""
+
+
+# --- temporary files of dead writers ------------------------------------------------------
+
+LIVE_WRITER = """
+import sys, time
+from pathlib import Path
+from conveyor.storage import atomic_output
+with atomic_output(Path(sys.argv[1])) as temp:
+    temp.write_text("half")
+    print(temp, flush=True)
+    time.sleep(60)
+"""
+
+
+def age(path: Path, seconds: float) -> Path:
+    """Make ``path`` look last written ``seconds`` ago."""
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+    return path
+
+
+@pytest.fixture
+def fresh_sweeps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every atomic_output sweeps its directory, however recently it was swept."""
+    monkeypatch.setattr(storage_module, "_last_sweep", {})
+    monkeypatch.setattr(storage_module, "SWEEP_EVERY_S", 0.0)
+
+
+def test_temporary_names_say_who_writes_and_fit_name_max(tmp_path: Path) -> None:
+    name = temp_name("out.csv")
+    long_name = "x" * MAX_NAME_BYTES
+
+    host, pid, token, tail = name.removeprefix(TEMP_PREFIX).split("-", 3)
+    assert (pid, tail) == (str(os.getpid()), "out.csv")
+    assert "-" not in host and len(token) == 12
+    assert name != temp_name("out.csv")
+    assert len(temp_name(long_name).encode()) <= MAX_NAME_BYTES
+    with atomic_output(tmp_path / long_name) as temp:
+        temp.write_text("ok")
+    assert (tmp_path / long_name).read_text() == "ok"
+
+
+def test_the_cleaner_removes_only_stale_temporary_files(tmp_path: Path) -> None:
+    def file(name: str, seconds_ago: float) -> Path:
+        path = tmp_path / name
+        path.write_bytes(b"partial")
+        return age(path, seconds_ago)
+
+    dead = file(temp_name("a.csv"), 10)  # nobody holds its lock
+    young = file(temp_name("b.csv"), 0)  # its writer may be about to lock it
+    legacy_old = file(f"{TEMP_PREFIX}0123456789ab-c.csv", 2 * LEGACY_TEMP_AGE_S)
+    legacy_recent = file(f"{TEMP_PREFIX}0123456789ab-d.csv", 60)
+    others = [file(name, 10) for name in ("out.csv", f"{TEMP_PREFIX}not-ours", ".hidden")]
+
+    removed = clean_stale_temps(tmp_path)
+
+    assert sorted(removed) == sorted([dead, legacy_old])
+    assert sorted(tmp_path.iterdir()) == sorted([young, legacy_recent, *others])
+    assert clean_stale_temps(tmp_path / "missing") == []
+
+
+def test_a_live_writers_temporary_file_is_never_removed(tmp_path: Path) -> None:
+    # Given another process writing an output, holding its temporary file's lock
+    final = tmp_path / "out.csv"
+    writer = subprocess.Popen(
+        [sys.executable, "-c", LIVE_WRITER, str(final)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert writer.stdout is not None
+        temp = Path(writer.stdout.readline().strip())
+        age(temp, 3600)  # however old it looks
+        # When this process cleans the directory and writes its own output there
+        removed = clean_stale_temps(tmp_path, min_age_s=0)
+        with atomic_output(tmp_path / "mine.csv") as mine:
+            mine.write_text("mine")
+        # Then the live writer's file is still there, untouched
+        assert removed == []
+        assert temp.read_text() == "half"
+    finally:
+        writer.kill()
+        writer.communicate()
+    # And once it is dead, the next cleaner removes it
+    assert clean_stale_temps(tmp_path, min_age_s=0) == [temp]
+    assert not final.exists()
+
+
+def test_a_temporary_file_held_in_this_process_is_spared_too(tmp_path: Path) -> None:
+    # flock locks belong to the open file: a cleaner in the writer's own process (a worker
+    # whose task thread is writing) sees the lock as held.
+    with atomic_output(tmp_path / "out.csv") as temp:
+        temp.write_text("writing")  # the task opens and closes the path itself
+        age(temp, 3600)
+        assert clean_stale_temps(tmp_path, min_age_s=0) == []
+    assert (tmp_path / "out.csv").read_text() == "writing"
+
+
+def test_the_next_output_in_a_directory_sweeps_dead_writers_files(
+    tmp_path: Path, fresh_sweeps: None
+) -> None:
+    dead = tmp_path / temp_name("out.csv")
+    dead.write_bytes(b"partial of a kill -9")
+    age(dead, 10)
+
+    with atomic_output(tmp_path / "out.csv") as temp:
+        temp.write_text("whole")
+
+    assert os.listdir(tmp_path) == ["out.csv"]
+
+
+def test_ingest_stages_its_copy_where_the_next_ingest_sweeps(
+    storage: Storage, tmp_path: Path, fresh_sweeps: None
+) -> None:
+    # Given the copy a submitter killed mid-ingest left (its job directory is never revisited)
+    staging = storage.root / STAGING_DIR
+    staging.mkdir(parents=True)
+    dead = staging / temp_name("big.csv")
+    dead.write_bytes(b"half a copy")
+    age(dead, 10)
+    source = tmp_path / "next.csv"
+    source.write_text("ID,Value\n1,2\n")
+
+    rel = storage.ingest(source, "job2")
+
+    assert (storage.root / rel).read_text() == "ID,Value\n1,2\n"
+    assert os.listdir(staging) == []
+    assert os.listdir(storage.root / "inputs" / "job2") == ["next.csv"]
+
+
+# --- conveyor's own state files ------------------------------------------------------------
+
+
+@pytest.fixture
+def open_umask() -> Iterator[None]:
+    old = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_state_files_are_owner_only_whatever_the_umask(tmp_path: Path, open_umask: None) -> None:
+    storage = Storage(tmp_path / "root")
+
+    claims = storage.make_state_dir("claims")
+    database = create_state_file(storage.state_dir / "queue.db")
+    with atomic_output(claims / "abc.json", state=OWNER_ONLY) as temp:
+        temp.write_text("{}")
+
+    assert mode(storage.state_dir) == mode(claims) == 0o700
+    assert mode(database) == mode(claims / "abc.json") == 0o600
+    assert mode(storage.root) == 0o755  # the root is the user's, as are outputs
+
+
+def test_state_mode_may_admit_the_group(tmp_path: Path, open_umask: None) -> None:
+    group = state_mode(group=True)
+    storage = Storage(tmp_path / "root")
+
+    ledger = storage.make_state_dir("ledger", mode=group)
+    with atomic_output(ledger / "sub" / "x.json", state=group) as temp:
+        temp.write_text("{}")
+
+    assert (mode(ledger), mode(ledger / "sub"), mode(ledger / "sub" / "x.json")) == (
+        0o770,
+        0o770,
+        0o660,
+    )
+    assert state_mode() == OWNER_ONLY == StateMode(0o600, 0o700)
+
+
+def test_state_made_open_by_an_older_version_is_tightened(tmp_path: Path, open_umask: None) -> None:
+    storage = Storage(tmp_path / "root")
+    storage.state_dir.mkdir(parents=True)
+    (storage.state_dir / "queue.db").write_text("")
+    assert mode(storage.state_dir) == 0o755
+
+    storage.make_state_dir()
+    create_state_file(storage.state_dir / "queue.db")
+
+    assert mode(storage.state_dir) == 0o700
+    assert mode(storage.state_dir / "queue.db") == 0o600
+    assert (storage.state_dir / "queue.db").read_text() == ""  # never truncated
+
+
+def test_outputs_and_inputs_keep_the_users_umask(
+    storage: Storage, tmp_path: Path, open_umask: None
+) -> None:
+    source = tmp_path / "in.csv"
+    source.write_text("ID,Value\n")
+    rel = storage.ingest(source, "job1")
+    with atomic_output(storage.root / "outputs" / "job1" / "out.csv") as temp:
+        temp.write_text("x")
+
+    assert mode(storage.root / rel) == 0o644
+    assert mode(storage.root / "outputs" / "job1" / "out.csv") == 0o644
+    assert mode(storage.root / "outputs") == 0o755

@@ -5,17 +5,17 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conveyor.errors import BadInput, TransientTaskError
+from conveyor.errors import BadInput, StorageError, TransientTaskError
 from conveyor.events import Action, JobEvent
 from conveyor.jobs import Job, JobState
-from conveyor.ledger import Ledger
+from conveyor.ledger import JobFinished, Ledger, default_ledger_url, open_ledger
 from conveyor.queues.base import Outgoing
 from conveyor.queues.memory import ManualClock, MemoryQueue
 from conveyor.settings import EXIT_INTERRUPTED, EXIT_OK, Settings
@@ -67,12 +67,14 @@ class Env:
     backoff: FixedBackoff
     shutdown: Shutdown
     settings: Settings
+    shared_ledger: Ledger
     calls: list[str] = field(default_factory=list)
 
     def worker(self, **changes: Any) -> Worker:
         return Worker(
             self.queue,
             self.settings.with_(**changes) if changes else self.settings,
+            ledger=self.shared_ledger,
             registry=self.registry,
             observers=[self.recorder],
             clock=self.clock,
@@ -89,7 +91,8 @@ class Env:
         return job
 
     def ledger(self) -> Ledger:
-        return Ledger(self.root)
+        """The ledger the workers write (the embedded one in the storage root)."""
+        return self.shared_ledger
 
     def state(self, job: Job) -> JobState | None:
         record = self.ledger().get(job.job_id)
@@ -97,7 +100,7 @@ class Env:
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> Env:
+def env(tmp_path: Path) -> Iterator[Env]:
     root = tmp_path / "storage"
     root.mkdir()
     clock = ManualClock()
@@ -111,7 +114,10 @@ def env(tmp_path: Path) -> Env:
         batch_size=10,
         grace_s=5,
     )
-    env = Env(root, clock, queue, registry, Recorder(), FixedBackoff(7), Shutdown(), settings)
+    ledger = open_ledger(default_ledger_url(root))
+    env = Env(
+        root, clock, queue, registry, Recorder(), FixedBackoff(7), Shutdown(), settings, ledger
+    )
 
     @registry.task("upper")
     def upper(ctx: TaskContext) -> dict[str, object]:
@@ -120,7 +126,8 @@ def env(tmp_path: Path) -> Env:
         ctx.write_path.write_text(ctx.input_path.read_text().upper())
         return {"chars": len(ctx.input_path.read_text())}
 
-    return env
+    yield env
+    ledger.close()
 
 
 def only(result: RoundResult) -> JobEvent:
@@ -299,6 +306,144 @@ def test_task_returning_a_non_mapping_fails_for_good(env: Env) -> None:
     assert event.reason is not None
     assert "returned list" in event.reason
     assert not (env.root / "outputs/a.txt").exists()
+
+
+# --- cancellation -----------------------------------------------------------------------------
+
+
+class CountingReads:
+    """Wraps a ledger's ``get_many`` to count the worker's reads (one call is one query)."""
+
+    def __init__(self, ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls: list[list[str]] = []
+        real = ledger.get_many
+
+        def counted(job_ids: Any) -> Any:
+            ids = list(job_ids)
+            self.calls.append(ids)
+            return real(ids)
+
+        monkeypatch.setattr(ledger, "get_many", counted)
+
+
+def test_a_cancelled_job_is_acked_without_running(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a round of three jobs, the middle one cancelled while queued
+    jobs = [env.submit(name=f"f{i}.txt") for i in range(3)]
+    env.ledger().record_queued(jobs)
+    env.ledger().cancel(jobs[1].job_id, reason="not needed")
+    reads = CountingReads(env.ledger(), monkeypatch)
+    # When a worker runs the round
+    result = env.worker().run_once()
+    # Then the cancelled job never ran, its message is gone, and the ledger keeps its reason
+    assert [event.action for event in result.events] == [
+        Action.SUCCEEDED,
+        Action.CANCELLED,
+        Action.SUCCEEDED,
+    ]
+    assert result.events[1].reason == "not run: not needed"
+    assert env.calls == [jobs[0].job_id, jobs[2].job_id]
+    assert not (env.root / "outputs/f1.txt").exists()
+    assert result.acked == 3
+    assert env.queue.stats().pending == 0
+    record = env.ledger().get(jobs[1].job_id)
+    assert record is not None
+    assert (record.state, record.error) == (JobState.CANCELLED, "not needed")
+    # And the ledger was read once for the round, then once per job run, before publishing
+    assert reads.calls[0] == [job.job_id for job in jobs]
+    assert reads.calls[1:] == [[jobs[0].job_id], [jobs[2].job_id]]
+
+
+def test_a_job_cancelled_while_it_runs_is_not_published(env: Env) -> None:
+    # Given a job whose task is cancelled while it runs (by a user, through the ledger)
+    @env.registry.task("cancelled-midway")
+    def cancelled_midway(ctx: TaskContext) -> dict[str, object]:
+        assert ctx.write_path is not None
+        ctx.write_path.write_text("partial")
+        env.ledger().cancel(ctx.job.job_id, reason="user changed their mind")
+        return {"rows": 1}
+
+    job = Job(task="cancelled-midway", output="outputs/result.txt")
+    env.queue.send(Outgoing(job.to_json()))
+    # When the worker runs it
+    result = env.worker().run_once()
+    # Then nothing is published, its temporary output is gone, the message is acked, and
+    # the ledger says cancelled (no success recorded)
+    event = only(result)
+    assert event.action is Action.CANCELLED
+    assert event.reason == "not published: user changed their mind"
+    assert not (env.root / "outputs/result.txt").exists()
+    assert list((env.root / "outputs").iterdir()) == []
+    assert result.acked == 1
+    assert env.queue.stats().pending == 0
+    record = env.ledger().get(job.job_id)
+    assert record is not None
+    assert (record.state, record.result) == (JobState.CANCELLED, None)
+
+
+def test_a_job_without_output_cancelled_while_it_runs_does_not_succeed(env: Env) -> None:
+    @env.registry.task("effect")
+    def effect(ctx: TaskContext) -> None:
+        env.ledger().cancel(ctx.job.job_id)
+
+    job = Job(task="effect")
+    env.queue.send(Outgoing(job.to_json()))
+
+    result = env.worker().run_once()
+
+    assert only(result).action is Action.CANCELLED
+    assert env.state(job) is JobState.CANCELLED
+    assert env.queue.stats().pending == 0
+
+
+def test_cancelled_jobs_are_counted_in_the_metrics(env: Env) -> None:
+    from conveyor.metrics import WorkerMetrics
+
+    metrics = WorkerMetrics(process_metrics=False)
+    jobs = [env.submit(name=f"f{i}.txt") for i in range(2)]
+    env.ledger().record_queued(jobs)
+    env.ledger().cancel(jobs[0].job_id)
+    worker = env.worker()
+    worker.observers.append(metrics)
+
+    worker.run_once()
+
+    sample = metrics.registry.get_sample_value(
+        "conveyor_jobs_total", {"task": "upper", "outcome": "cancelled"}
+    )
+    assert sample == 1.0
+    assert metrics.registry.get_sample_value("conveyor_jobs_in_progress") == 0.0
+
+
+def test_a_cancel_after_publishing_loses_to_the_success(env: Env) -> None:
+    job = env.submit()
+    env.worker().run_once()
+
+    with pytest.raises(JobFinished, match="already succeeded"):
+        env.ledger().cancel(job.job_id)
+    assert env.state(job) is JobState.SUCCEEDED
+
+
+def test_a_ledger_that_cannot_be_read_on_receive_does_not_stop_the_round(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a ledger whose reads fail once (the round's), then work
+    job = env.submit()
+    real = env.ledger().get_many
+    failures = iter([StorageError("database is locked")])
+
+    def flaky(job_ids: Any) -> Any:
+        error = next(failures, None)
+        if error is not None:
+            raise error
+        return real(job_ids)
+
+    monkeypatch.setattr(env.ledger(), "get_many", flaky)
+    # When the worker runs the round, the job runs and succeeds all the same
+    result = env.worker().run_once()
+    assert only(result).action is Action.SUCCEEDED
+    assert env.state(job) is JobState.SUCCEEDED
 
 
 # --- malformed messages ---------------------------------------------------------------------
@@ -562,6 +707,94 @@ def test_run_reports_queue_requests_to_the_ledger(env: Env) -> None:
     assert requests["ack"] == 1
 
 
+# --- claim-checked params -------------------------------------------------------------------
+
+
+def submit_claimed(env: Env, name: str, params: dict[str, Any], task: str = "upper") -> Job:
+    """Submit a job whose params are claim-checked (too big for a message)."""
+    from conveyor.jobs import encode_for_queue
+    from conveyor.storage import Storage
+
+    job = Job(task=task, input=f"inputs/{name}", output=f"outputs/{name}", params=params)
+    (env.root / "inputs").mkdir(exist_ok=True)
+    (env.root / "inputs" / name).write_text("hello\n")
+    body = encode_for_queue(job, Storage(env.root), max_bytes=1024)
+    assert '"params_ref"' in body
+    env.queue.send(Outgoing(body))
+    return job
+
+
+def claims(env: Env) -> list[str]:
+    from conveyor.jobs import CLAIMS_DIR
+
+    folder = env.root / CLAIMS_DIR
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+BIG = {"blob": "x" * 5000}
+
+
+def test_a_job_that_succeeded_releases_its_claim_but_not_one_another_job_shares(
+    env: Env,
+) -> None:
+    first = submit_claimed(env, "a.txt", BIG)
+    second = submit_claimed(env, "b.txt", BIG)  # the same params: one shared file
+    assert len(claims(env)) == 3
+    worker = env.worker(batch_size=1)
+
+    assert only(worker.run_once()).action is Action.SUCCEEDED
+    assert claims(env) == sorted([f"{second.job_id}.job.json", f"{sha_of(BIG)}.json"])
+    assert only(worker.run_once()).action is Action.SUCCEEDED
+
+    assert claims(env) == []
+    assert env.state(first) is env.state(second) is JobState.SUCCEEDED
+
+
+def sha_of(params: dict[str, Any]) -> str:
+    import hashlib
+
+    from conveyor.jobs import canonical_json
+
+    return hashlib.sha256(canonical_json(params).encode()).hexdigest()
+
+
+def test_a_job_that_will_run_again_keeps_its_claim(env: Env) -> None:
+    @env.registry.task("flaky")
+    def flaky(ctx: TaskContext) -> None:
+        raise TransientTaskError("not yet")
+
+    @env.registry.task("bad")
+    def bad(ctx: TaskContext) -> None:
+        raise BadInput("never")
+
+    retried = submit_claimed(env, "a.txt", BIG, task="flaky")
+    failed = submit_claimed(env, "b.txt", {"other": "y" * 5000}, task="bad")
+
+    result = env.worker().run_once()
+
+    assert sorted(e.action for e in result.events) == [Action.FAILED, Action.RETRYING]
+    # Retried: it needs its params again. Failed: a redrive from the dead-letter queue may.
+    assert {f"{retried.job_id}.job.json", f"{failed.job_id}.job.json"} <= set(claims(env))
+
+
+def test_a_late_duplicate_of_a_job_whose_claim_is_gone_is_acked_not_dead_lettered(
+    env: Env,
+) -> None:
+    job = submit_claimed(env, "a.txt", BIG)
+    (body,) = [m.body for m in env.queue.receive(1, 0)]
+    env.clock.advance(VISIBILITY_S + 1)
+    assert only(env.worker().run_once()).action is Action.SUCCEEDED
+    assert claims(env) == []
+
+    env.queue.send(Outgoing(body))  # the queue delivers the message once more
+    event = only(env.worker().run_once())
+
+    assert event.action is Action.SKIPPED
+    assert env.queue.dead_letters() == []
+    assert env.queue.stats().pending == 0
+    assert env.state(job) is JobState.SUCCEEDED
+
+
 # --- backoff and health -----------------------------------------------------------------------
 
 
@@ -632,10 +865,47 @@ def test_json_logs_carry_the_job_fields_and_text_logs_read_well() -> None:
     assert data["duration_s"] == 0.5
     assert "job job-1 retrying: busy (again in 9 s)" in lines["text"]
     assert "attempt=2" in lines["text"]
-    assert "job_id=" not in lines["text"]  # already in the message
+    assert "job_id=job-1" in lines["text"]  # never dropped, even when in the message
 
 
 def test_worker_processes_get_the_same_settings_through_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    import conveyor.cli.worker as cli_worker
+    from conveyor import supervisor
+    from conveyor.cli import cli
+
+    seen: list[Settings] = []
+    monkeypatch.setattr(cli_worker, "run_worker", lambda s: seen.append(s) or 0)
+    monkeypatch.setattr(cli_worker, "configure_logging", lambda *a: None)
+    args = [
+        "worker", f"--storage={tmp_path}", "--queue=sqlite:///q.db", "--visibility-timeout-s=90",
+        "--heartbeat-s=7", "--wait-s=1.5", "--batch-size=3", "--grace-s=12", "--until-empty",
+        "--empty-polls=4", "--max-jobs=9", "--max-idle-s=30", "--max-receive-count=6",
+        "--retry-base-s=2", "--retry-max-s=60", "--import=a.b", "--import=my tasks/c d.py",
+        f"--health-file={tmp_path / 'alive'}", "--log-format=json", "--log-level=debug",
+        "--ledger=postgresql://u:pw@db.example:5432/jobs",
+    ]  # fmt: skip
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    from_flags = seen.pop()
+    parent = from_flags.with_(processes=4)
+    env = supervisor.child_environment(parent)
+    command = supervisor.child_command(parent)
+
+    assert command[1:4] == ["-m", "conveyor", "worker"]
+    result = CliRunner().invoke(cli, command[3:], env=env)
+
+    assert result.exit_code == 0, result.output
+    assert seen.pop() == from_flags
+    assert from_flags.wait_s == 1.5
+    assert from_flags.imports == ("a.b", "my tasks/c d.py")  # a path with spaces, intact
+    assert from_flags.ledger_url == "postgresql://u:pw@db.example:5432/jobs"
+    assert "CONVEYOR_IMPORT" not in env
+
+
+def test_the_ledger_url_comes_from_the_flag_or_its_env_twin(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from click.testing import CliRunner
@@ -646,23 +916,74 @@ def test_worker_processes_get_the_same_settings_through_the_environment(
     seen: list[Settings] = []
     monkeypatch.setattr(cli_worker, "run_worker", lambda s: seen.append(s) or 0)
     monkeypatch.setattr(cli_worker, "configure_logging", lambda *a: None)
-    args = [
-        "worker", f"--storage={tmp_path}", "--queue=sqlite:///q.db", "--visibility-timeout-s=90",
-        "--heartbeat-s=7", "--wait-s=1.5", "--batch-size=3", "--grace-s=12", "--until-empty",
-        "--empty-polls=4", "--max-jobs=9", "--max-idle-s=30", "--max-receive-count=6",
-        "--retry-base-s=2", "--retry-max-s=60", "--import=a.b", "--import=c.py",
-        f"--health-file={tmp_path / 'alive'}", "--log-format=json", "--log-level=debug",
-    ]  # fmt: skip
-    assert CliRunner().invoke(cli, args).exit_code == 0
-    from_flags = seen.pop()
-    env = cli_worker.child_environment(from_flags.with_(processes=4))
+    url = "postgresql://conveyor:hunter2@db.example/jobs"
 
-    result = CliRunner().invoke(cli, ["worker"], env=env)
+    CliRunner().invoke(cli, ["worker", f"--storage={tmp_path}"])
+    CliRunner().invoke(cli, ["worker", f"--storage={tmp_path}"], env={"CONVEYOR_LEDGER_URL": url})
+    CliRunner().invoke(cli, ["worker", f"--storage={tmp_path}", "--ledger", "sqlite:///x.db"])
+    shown = CliRunner().invoke(cli, ["worker", "--help"], env={"CONVEYOR_LEDGER_URL": url})
 
-    assert result.exit_code == 0, result.output
-    assert seen.pop() == from_flags
-    assert from_flags.wait_s == 1.5
-    assert from_flags.imports == ("a.b", "c.py")
+    assert [s.ledger_url for s in seen] == [None, url, "sqlite:///x.db"]
+    assert seen[0].resolved_ledger_url == default_ledger_url(tmp_path)
+    assert "CONVEYOR_LEDGER_URL" in shown.output
+    assert "hunter2" not in shown.output
+
+
+#: A mount table with the storage on Amazon EFS (NFSv4.1) and the rest on a local disk.
+EFS_MOUNTINFO = (
+    "22 1 259:1 / / rw,relatime shared:1 - ext4 /dev/nvme0n1p1 rw\n"
+    "95 22 0:52 / {root} rw,relatime shared:50 - nfs4 fs-0123.efs.us-east-1.amazonaws.com:/ "
+    "rw,vers=4.1,rsize=1048576\n"
+)
+
+
+def test_the_embedded_ledger_is_refused_on_shared_storage(tmp_path: Path) -> None:
+    from conveyor.errors import ConfigError
+    from conveyor.worker import check_ledger_placement, network_filesystem_of
+
+    efs = tmp_path / "efs"
+    efs.mkdir()  # the mount point
+    mountinfo = EFS_MOUNTINFO.format(root=efs)
+    on_efs = Settings(storage=efs / "conveyor")  # not there yet: its mount point decides
+
+    with pytest.raises(ConfigError) as refused:
+        check_ledger_placement(on_efs, mountinfo)
+
+    assert refused.value.exit_code == 78
+    assert "\n" not in refused.value.message
+    assert "set CONVEYOR_LEDGER_URL" in refused.value.message
+    assert "nfs4" in refused.value.message
+    assert network_filesystem_of(efs, mountinfo) == "nfs4"
+    # A ledger server on shared storage is fine, and so is the embedded one on a local disk.
+    check_ledger_placement(on_efs.with_(ledger_url="postgresql://db/jobs"), mountinfo)
+    check_ledger_placement(Settings(storage=tmp_path / "local"), mountinfo)
+    assert network_filesystem_of(tmp_path / "local", mountinfo) is None
+
+
+def test_a_worker_on_shared_storage_without_a_ledger_url_exits_78_with_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    import conveyor.worker as worker_module
+    from conveyor.cli import cli
+
+    efs = tmp_path / "efs"
+    efs.mkdir()  # the mount point
+    real = worker_module.network_filesystem_of
+    mountinfo = EFS_MOUNTINFO.format(root=efs)
+    monkeypatch.setattr(
+        worker_module, "network_filesystem_of", lambda path, _=None: real(path, mountinfo)
+    )
+    monkeypatch.setattr("conveyor.cli.worker.configure_logging", lambda *a: None)
+
+    done = CliRunner().invoke(cli, ["worker", f"--storage={efs / 'conveyor'}", "--until-empty"])
+
+    assert done.exit_code == 78, done.output
+    (line,) = done.output.strip().splitlines()
+    assert line.startswith("conveyor: error: storage ")
+    assert "set CONVEYOR_LEDGER_URL" in line
+    assert list(efs.iterdir()) == []  # refused before creating anything
 
 
 def test_sqlite_gets_a_short_default_wait(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -706,7 +1027,7 @@ def test_a_redelivery_after_a_crash_records_why_the_previous_attempt_ended(env: 
     job = env.submit()
     # A worker took the job, recorded it running, and died: nothing else happened.
     (first,) = env.queue.receive(1, 0)
-    Ledger(env.root, writer="dead-w").record_many(
+    env.ledger().record_many(
         [LedgerEvent.for_job(job, JobState.RUNNING, attempt=first.receive_count, worker="dead-w")]
     )
     env.clock.advance(VISIBILITY_S + 1)
@@ -790,6 +1111,8 @@ def test_reconciling_leaves_a_job_that_succeeded_alone(env: Env) -> None:
 class _CountingQueue(MemoryQueue):
     """A memory queue posing as a remote one, counting the calls a dead-letter check makes."""
 
+    tracks_reconciliation = False  # like SQS: no "reconciled" mark on dead letters
+
     def __init__(self, clock: ManualClock) -> None:
         super().__init__(visibility_timeout_s=VISIBILITY_S, max_receive_count=1, clock=clock)
         self.url = "https://sqs.us-east-1.amazonaws.com/123456789012/q"
@@ -811,7 +1134,8 @@ def test_an_idle_worker_on_sqs_looks_at_the_dead_letter_queue_once_after_work_on
 
     clock = ManualClock()
     queue = _CountingQueue(clock)
-    watch = DeadLetterWatch(queue, Ledger(tmp_path), worker="w", clock=clock)
+    ledger = open_ledger(default_ledger_url(tmp_path))
+    watch = DeadLetterWatch(queue, ledger, worker="w", clock=clock)
     # Ten idle minutes of 20 s long polls: no request beyond the polls (3 a minute).
     for _ in range(30):
         watch.poll()
@@ -833,6 +1157,7 @@ def test_an_idle_worker_on_sqs_looks_at_the_dead_letter_queue_once_after_work_on
         clock.advance(20)
     assert watch.poll(final=True) == []
     assert queue.calls == {"stats": 2, "dead_letters": 1}
+    ledger.close()
 
 
 def test_until_empty_reuses_the_counts_it_fetched_for_the_dead_letter_check(env: Env) -> None:
@@ -847,8 +1172,9 @@ def test_until_empty_reuses_the_counts_it_fetched_for_the_dead_letter_check(env:
     env.submit()
 
     assert env.worker(until_empty=True, empty_polls=1).run() == EXIT_OK
-    # One for the first (idle) round's check; the stop policy's count serves the last.
-    assert calls == ["stats", "stats"]
+    # The stop policy's only: a local queue's dead-letter checks read its unreconciled
+    # letters (an index probe), not its counts.
+    assert calls == ["stats"]
 
 
 # The state a crash at each point leaves behind: (ledger state, temp file, output, acked).

@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from conveyor.cli.options import setting_option
 from conveyor.errors import ConveyorError
 
 #: Subcommands, loaded only when used so that `conveyor run` never imports boto3.
@@ -17,12 +18,15 @@ COMMANDS: dict[str, str] = {
     "run": "conveyor.cli.run:run",
     "submit": "conveyor.cli.jobs:submit",
     "status": "conveyor.cli.jobs:status",
+    "wait": "conveyor.cli.jobs:wait",
+    "cancel": "conveyor.cli.jobs:cancel",
     "worker": "conveyor.cli.worker:worker",
     "health": "conveyor.cli.worker:health",
     "queue": "conveyor.cli.queue:queue",
     "dlq": "conveyor.cli.queue:dlq",
     "k8s": "conveyor.cli.k8s:k8s",
     "dashboard": "conveyor.cli.dashboard:dashboard",
+    "ledger": "conveyor.cli.ledger:ledger",
 }
 
 
@@ -53,18 +57,13 @@ class LazyGroup(click.Group):
         except ConveyorError as exc:
             if ctx.meta.get("conveyor.debug"):
                 traceback.print_exc()
-            click.echo(f"conveyor: error: {exc.message}", err=True)
+            notes = "".join(f" ({note})" for note in getattr(exc, "__notes__", ()))
+            click.echo(f"conveyor: error: {exc.message}{notes}", err=True)
             sys.exit(exc.exit_code)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--debug",
-    is_flag=True,
-    envvar="CONVEYOR_DEBUG",
-    show_envvar=True,
-    help="Show tracebacks and debug logs.",
-)
+@setting_option("debug")
 @click.version_option(package_name="conveyor")
 @click.pass_context
 def cli(ctx: click.Context, debug: bool) -> None:

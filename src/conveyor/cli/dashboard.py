@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-import contextlib
-import ipaddress
 import socket
 from pathlib import Path
 
 import click
 
 from conveyor.cli.options import queue_options, storage_option
-from conveyor.cli.settings_options import base_settings, open_configured_queue
-from conveyor.errors import ConfigError
-from conveyor.storage import Storage
-
-#: Host names a browser may use to reach a dashboard bound to loopback (Host header check).
-LOOPBACK_NAMES = ("127.0.0.1", "localhost")
+from conveyor.cli.settings_options import (
+    base_settings,
+    open_configured_ledger,
+    open_configured_queue,
+    shown_ledger_url,
+)
+from conveyor.errors import ConfigError, QueueNotFound
+from conveyor.queues import Queue
+from conveyor.settings import Settings
 
 
 @click.command()
@@ -58,33 +59,31 @@ def dashboard(
     window_s: float,
 ) -> None:
     """Serve a live web page of queue depth, jobs by state over time, throughput, recent
-    failures and the dead-letter queue. Read-only: it changes nothing."""
+    failures, jobs by state and the dead-letter queue. Read-only: it changes nothing.
+
+    On a loopback address (127.0.0.0/8, ::1, localhost) it answers only requests naming
+    that address or localhost (a guard against DNS rebinding)."""
     import uvicorn  # the web stack loads only for this command
 
     from conveyor.dashboard import DashboardData, create_app
-    from conveyor.ledger import Ledger
+    from conveyor.dashboard.app import loopback_hosts
 
     settings = base_settings(storage, queue_url, endpoint_url)
-    if not settings.storage.is_dir():
-        raise ConfigError(
-            f"storage root {settings.storage} does not exist: point --storage "
-            "(CONVEYOR_STORAGE) at the storage the workers use"
-        )
     data = DashboardData(
-        Ledger(Storage(settings.storage)),
-        lambda: open_configured_queue(settings),
+        # Read-only: a ledger or queue that does not exist yet is shown as zeros.
+        lambda: open_configured_ledger(settings, create=False),
+        lambda: _open_queue(settings),
         queue_url=settings.resolved_queue_url,
+        ledger_url=shown_ledger_url(settings),
         window_s=window_s,
     )
-    loopback = _is_loopback(host)
-    # Starlette's Host check cannot parse IPv6 literals: on ::1 it is left off.
-    guard = loopback and ":" not in host
-    app = create_app(data, allowed_hosts=LOOPBACK_NAMES if guard else None)
+    allowed = loopback_hosts(host)
+    app = create_app(data, allowed_hosts=allowed)
     sock = _bind(host, port)
     bound_port = sock.getsockname()[1]
     shown_host = f"[{host}]" if ":" in host else host
     click.echo(f"conveyor dashboard: http://{shown_host}:{bound_port}/  (Ctrl-C to stop)")
-    if not loopback:
+    if allowed is None:
         click.echo(
             f"conveyor: warning: listening on {host} without a login: anyone who can reach "
             "this port can read job names, paths and errors",
@@ -98,12 +97,18 @@ def dashboard(
         data.close()
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    with contextlib.suppress(ValueError):
-        return ipaddress.ip_address(host).is_loopback
-    return False
+def _open_queue(settings: Settings) -> Queue:
+    """The configured queue, never created. The default embedded queue missing means
+    nothing was submitted yet (:class:`QueueNotFound`, shown as zeros); a queue named by
+    ``--queue`` that does not exist is a mistake the page shows as an error."""
+    if settings.queue_url is None and not settings.storage.is_dir():
+        raise QueueNotFound(f"nothing submitted yet under {settings.storage}")
+    try:
+        return open_configured_queue(settings, create=False)
+    except QueueNotFound as exc:
+        if settings.queue_url is None:
+            raise
+        raise ConfigError(exc.message) from exc
 
 
 def _bind(host: str, port: int) -> socket.socket:

@@ -1,46 +1,31 @@
-"""``conveyor submit`` (files in, one job each) and ``conveyor status`` (the ledger's view)."""
+"""``conveyor submit``, ``wait`` and ``cancel``: thin layers over :class:`conveyor.Client`.
+
+``conveyor status`` is in :mod:`conveyor.cli.status` (re-exported here for the command table).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
-import stat
 import sys
-import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
 
 import click
+from click.core import ParameterSource
 
 from conveyor.cli.options import queue_options, storage_option
-from conveyor.cli.settings_options import (
-    base_settings,
-    import_option,
-    json_option,
-    open_configured_queue,
-)
-from conveyor.errors import ConfigError, ConveyorError
-from conveyor.jobs import (
-    CLAIM_THRESHOLD_BYTES,
-    MAX_SEED,
-    Job,
-    JobState,
-    encode_for_queue,
-    new_job_id,
-    new_seed,
-)
-from conveyor.ledger import JobRecord, Ledger, LedgerSummary
-from conveyor.queues.base import MAX_BATCH, Outgoing, Queue, QueueStats
-from conveyor.settings import Settings
-from conveyor.storage import Storage, check_relative_path
-from conveyor.tasks import default_registry, import_tasks
+from conveyor.cli.settings_options import base_settings, import_option, json_option
+from conveyor.cli.status import record_line, status  # the command table finds status here
+from conveyor.client import Client
+from conveyor.errors import ConveyorError
+from conveyor.jobs import MAX_SEED, Job, JobState
+from conveyor.ledger import JobRecord
+from conveyor.settings import EXIT_FAILED, EXIT_OK
+from conveyor.submission import Item
 
-#: Jobs recorded in the ledger per call during a submit (one append per shard each).
-_LEDGER_CHUNK = 1000
-#: Show a progress bar (on a terminal) from this many files on.
+#: Show a progress bar (on a terminal) from this many jobs on.
 _PROGRESS_FROM = 200
 
 
@@ -90,7 +75,8 @@ def parse_param(text: str) -> tuple[str, object]:
     "params",
     multiple=True,
     metavar="KEY=VALUE",
-    help="A task parameter; repeatable. VALUE is JSON if it parses, else a string.",
+    help="A task parameter; repeatable. VALUE is JSON if it parses, else a string. "
+    "With no files, submits one job that carries only its parameters.",
 )
 @click.option(
     "--seed",
@@ -102,168 +88,168 @@ def parse_param(text: str) -> tuple[str, object]:
     "--output",
     default=None,
     metavar="PATH",
-    help="Output path under the storage root (one file only) [default: outputs/<job_id>/<name>].",
+    help="Output path under the storage root (one job only) [default: "
+    "outputs/<job_id>/<name>; none for a job without input].",
 )
 @import_option
 @json_option
+@click.pass_context
 def submit(
+    ctx: click.Context,
+    /,
     storage: Path,
     queue_url: str | None,
     endpoint_url: str | None,
     files: tuple[str, ...],
     **options: Any,
 ) -> None:
-    """Submit one job per file: copy it into the storage, queue it, print its job id."""
-    names = list(files)
-    files_from: IO[str] | None = options["files_from"]
-    if files_from is not None:
-        names.extend(line.strip() for line in files_from if line.strip())
-    if not names:
-        raise click.UsageError("give at least one file (or --files-from)")
+    """Submit one job per file: copy it into the storage, queue it, print its job id.
+
+    With no files, ``--task T --param KEY=VALUE`` submits one job without input.
+    Interrupted (SIGINT/SIGTERM), it stops before its next batch of 10: the jobs printed
+    are queued and in the ledger, and nothing is left of the others (exit 75).
+    """
+    items = _items(ctx, files, options["files_from"], options["params"])
     output: str | None = options["output"]
-    if output is not None and len(names) != 1:
-        raise click.UsageError("--output names one output: submit one file with it")
-    params = dict(parse_param(text) for text in options["params"])
-    settings = base_settings(storage, queue_url, endpoint_url, imports=tuple(options["imports"]))
-    import_tasks(settings.imports)
-    task: str = options["task"]
-    default_registry().check(task)
     if output is not None:
-        output = check_relative_path(output)
-    if not options["in_storage"]:
-        _make_root(settings.storage)
-    store = Storage(settings.storage)
-    submitter = _Submitter(
-        store,
-        task=task,
-        params=params,
-        seed=options["seed"],
-        output=output,
-        in_storage=options["in_storage"],
-    )
-    with contextlib.closing(open_configured_queue(settings)) as queue:
-        ledger = Ledger(store)
-        try:
-            jobs = submitter.submit_all(queue, ledger, names, echo=not options["as_json"])
-            # The sends count too in `conveyor status`'s requests by kind (SQS bills them).
-            if counts := queue.request_counts():
-                ledger.record_worker_stats(ledger.writer, counts)
-        finally:
-            ledger.close()
-    if options["as_json"]:
+        if len(items) != 1:
+            raise click.UsageError("--output names one output: submit one file with it")
+        items = [{"input": items[0], "output": output}]
+    settings = base_settings(storage, queue_url, endpoint_url, imports=tuple(options["imports"]))
+    echo = not options["as_json"]
+    with Client(settings) as client, _progress(len(items)) as advance:
+
+        def on_sent(jobs: Sequence[Job]) -> None:
+            if echo:
+                click.echo("\n".join(job.job_id for job in jobs))
+            advance(len(jobs))
+
+        jobs = client.submit_many(
+            items,
+            task=options["task"],
+            params=dict(parse_param(text) for text in options["params"]),
+            seed=options["seed"],
+            in_storage=options["in_storage"],
+            on_sent=on_sent,
+        )
+    if not echo:
         click.echo(json.dumps([_job_summary(job) for job in jobs], indent=1))
 
 
-class _Submitter:
-    """Builds, sends and records the jobs of one submit, in batches."""
+def _items(
+    ctx: click.Context, files: tuple[str, ...], files_from: IO[str] | None, params: Sequence[str]
+) -> list[Item]:
+    """The submit's items: its files, or one job without input when there are none but
+    parameters or an explicit task.
 
-    def __init__(
-        self,
-        storage: Storage,
-        *,
-        task: str,
-        params: dict[str, object],
-        seed: int | None,
-        output: str | None,
-        in_storage: bool,
-    ) -> None:
-        self.storage = storage
-        self.task = task
-        self.params = params
-        self.seed = seed
-        self.output = output
-        self.in_storage = in_storage
-        self._directories: dict[str, Path] = {}
+    Raises:
+        click.UsageError: nothing to submit.
+    """
+    names: list[Item] = list(files)
+    if files_from is not None:
+        names.extend(line.strip() for line in files_from if line.strip())
+    if names:
+        return names
+    explicit_task = ctx.get_parameter_source("task") is ParameterSource.COMMANDLINE
+    if files_from is None and (params or explicit_task):
+        return [None]
+    raise click.UsageError(
+        "give at least one file (or --files-from), or --task/--param for a job without input"
+    )
 
-    def submit_all(
-        self, queue: Queue, ledger: Ledger, names: Sequence[str], *, echo: bool
-    ) -> list[Job]:
-        """Send every job (batches of 10), record them as queued, and return them.
 
-        The ledger is written on a second thread, a chunk at a time, while the next
-        messages are built and sent: both are mostly system calls, so they overlap.
-        """
-        max_bytes = min(CLAIM_THRESHOLD_BYTES, queue.max_message_bytes)
-        fifo = bool(getattr(queue, "fifo", False))
-        sent: list[Job] = []
-        recorded = 0
-        with ThreadPoolExecutor(1, thread_name_prefix="ledger") as pool:
-            pending: Future[object] | None = None
-            with _progress(len(names)) as advance:
-                for batch in _chunks(names, MAX_BATCH):
-                    jobs = [self._job(name) for name in batch]
-                    queue.send_batch(
-                        [
-                            Outgoing(
-                                encode_for_queue(job, self.storage, max_bytes),
-                                dedup_id=job.dedup_id if fifo else None,
-                            )
-                            for job in jobs
-                        ]
-                    )
-                    sent.extend(jobs)
-                    if len(sent) - recorded >= _LEDGER_CHUNK:
-                        if pending is not None:
-                            pending.result()  # one chunk in flight at most; raises its error
-                        pending = pool.submit(ledger.record_queued, sent[recorded:])
-                        recorded = len(sent)
-                    if echo:
-                        click.echo("\n".join(job.job_id for job in jobs))
-                    advance(len(batch))
-            if pending is not None:
-                pending.result()
-        ledger.record_queued(sent[recorded:])
-        return sent
+@click.command()
+@storage_option
+@queue_options
+@click.argument("job_ids", nargs=-1, required=True, metavar="JOB...")
+@click.option(
+    "--timeout-s",
+    type=click.FloatRange(0),
+    default=None,
+    help="Give up after this many seconds (exit 124) [default: wait as long as it takes].",
+)
+@json_option
+def wait(
+    storage: Path,
+    queue_url: str | None,
+    endpoint_url: str | None,
+    job_ids: tuple[str, ...],
+    *,
+    timeout_s: float | None,
+    as_json: bool,
+) -> None:
+    """Wait until the jobs have finished, then print their states.
 
-    def _job(self, name: str) -> Job:
-        job_id = new_job_id()
-        if self.in_storage:
-            rel = self._existing_input(name)
+    JOB is a job id or a unique prefix of one; '-' reads ids from stdin, one per line.
+
+    Exit codes: 0 all succeeded, 1 any failed or was cancelled, 124 still running after
+    --timeout-s.
+    """
+    ids = _job_ids(job_ids)
+    settings = base_settings(storage, queue_url, endpoint_url)
+    with Client(settings) as client:
+        records = client.wait(ids, timeout_s)
+    _show_records(records, as_json)
+    ok = all(record.state is JobState.SUCCEEDED for record in records)
+    sys.exit(EXIT_OK if ok else EXIT_FAILED)
+
+
+@click.command()
+@storage_option
+@queue_options
+@click.argument("job_ids", nargs=-1, required=True, metavar="JOB...")
+@click.option("--reason", default=None, help="Why, kept in the ledger as the job's error.")
+@json_option
+def cancel(
+    storage: Path,
+    queue_url: str | None,
+    endpoint_url: str | None,
+    job_ids: tuple[str, ...],
+    *,
+    reason: str | None,
+    as_json: bool,
+) -> None:
+    """Cancel jobs that have not finished.
+
+    JOB is a job id or a unique prefix of one; '-' reads ids from stdin, one per line.
+    A queued job never runs (the worker that receives it acks it); a running one is not
+    published. Cancelling a finished job is an error (one line per such job; the others
+    are still cancelled).
+    """
+    ids = _job_ids(job_ids)
+    settings = base_settings(storage, queue_url, endpoint_url)
+    records: list[JobRecord] = []
+    code = EXIT_OK
+    with Client(settings) as client:
+        for job_id in ids:
+            try:
+                records.append(client.cancel(job_id, reason=reason))
+            except ConveyorError as exc:
+                click.echo(f"conveyor: error: {exc.message}", err=True)
+                code = code or exc.exit_code
+    _show_records(records, as_json)
+    sys.exit(code)
+
+
+def _job_ids(args: Sequence[str]) -> list[str]:
+    """The job ids given, with '-' replaced by the ids on stdin (one per line)."""
+    ids: list[str] = []
+    for arg in args:
+        if arg == "-":
+            ids.extend(line.strip() for line in sys.stdin if line.strip())
         else:
-            rel = self.storage.ingest(Path(name), job_id)
-        return Job(
-            job_id=job_id,
-            task=self.task,
-            input=rel,
-            output=self.output or self.storage.default_output(job_id, rel),
-            params=self.params,
-            seed=self.seed if self.seed is not None else new_seed(),
-        )
-
-    def _existing_input(self, name: str) -> str:
-        """Check an input already in the storage: inside the root, a regular file.
-
-        Large submits name many files of one directory, so each directory is resolved
-        (symlinks and all) once; a file that is itself a symlink, or not a plain file, gets
-        the full check. Workers check every path again before using it.
-
-        Raises:
-            UnsafePath: the path leaves the root. BadInput: no such regular file.
-        """
-        rel = check_relative_path(name)
-        parent, _, base = rel.rpartition("/")
-        directory = self._directories.get(parent)
-        if directory is None and parent:
-            directory = self._directories[parent] = self.storage.resolve(parent)
-        try:
-            mode = os.lstat((directory or self.storage.root) / base).st_mode
-        except OSError:
-            mode = 0
-        if not stat.S_ISREG(mode):
-            self.storage.resolve_input(rel)  # a symlink, missing, or odd: the full check
-        return rel
+            ids.append(arg)
+    if not ids:
+        raise click.UsageError("give at least one job id")
+    return ids
 
 
-def _make_root(root: Path) -> None:
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"cannot create the storage root {root}: {exc.strerror}") from exc
-
-
-def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+def _show_records(records: Sequence[JobRecord], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps([record.to_dict() for record in records], indent=1))
+        return
+    for record in records:
+        click.echo(record_line(record))
 
 
 @contextlib.contextmanager
@@ -286,125 +272,4 @@ def _job_summary(job: Job) -> dict[str, object]:
     }
 
 
-# --- status ------------------------------------------------------------------------------------
-
-
-@click.command()
-@storage_option
-@queue_options
-@click.argument("job_id", required=False)
-@click.option(
-    "--state",
-    type=click.Choice([state.value for state in JobState]),
-    default=None,
-    help="List the jobs in this state, newest first.",
-)
-@click.option("--limit", type=click.IntRange(1), default=20, show_default=True)
-@json_option
-def status(
-    storage: Path,
-    queue_url: str | None,
-    endpoint_url: str | None,
-    job_id: str | None,
-    *,
-    state: str | None,
-    limit: int,
-    as_json: bool,
-) -> None:
-    """Show the summary of all jobs, one job (JOB_ID), or the jobs in a --state."""
-    settings = base_settings(storage, queue_url, endpoint_url)
-    if not settings.storage.is_dir():
-        raise ConfigError(f"storage root {settings.storage} does not exist: nothing submitted")
-    ledger = Ledger(Storage(settings.storage))
-    if job_id is not None:
-        record = ledger.get(job_id)
-        if record is None:
-            raise click.ClickException(f"no job {job_id} in the ledger under {settings.storage}")
-        _show_record(record, as_json)
-    elif state is not None:
-        records = ledger.jobs(JobState(state), limit=limit)
-        if as_json:
-            click.echo(json.dumps([r.to_dict() for r in records], indent=1))
-        for record in [] if as_json else records:
-            click.echo(_record_line(record))
-    else:
-        summary = ledger.summary(failures=limit)
-        stats, queue_error = _queue_stats(settings)
-        _show_summary(summary, stats, queue_error, as_json)
-
-
-def _queue_stats(settings: Settings) -> tuple[QueueStats | None, str | None]:
-    """The queue's counts, or why they are unavailable (status still shows the ledger)."""
-    try:
-        with contextlib.closing(open_configured_queue(settings)) as queue:
-            return queue.stats(), None
-    except ConveyorError as exc:
-        return None, exc.message
-
-
-def _show_record(record: JobRecord, as_json: bool) -> None:
-    data = record.to_dict()
-    if as_json:
-        click.echo(json.dumps(data, indent=1))
-        return
-    for key, value in data.items():
-        if value is None:
-            continue
-        shown = value
-        if key.endswith("_at") and isinstance(value, float):
-            shown = _when(value)
-        elif isinstance(value, dict):
-            shown = json.dumps(value)
-        click.echo(f"{key + ':':<14}{shown}")
-
-
-def _record_line(record: JobRecord) -> str:
-    error = f"  {record.error}" if record.error else ""
-    return f"{record.job_id}  {record.state.value:<9}  attempts={record.attempts}{error}"
-
-
-def _show_summary(
-    summary: LedgerSummary, stats: QueueStats | None, queue_error: str | None, as_json: bool
-) -> None:
-    if as_json:
-        data = summary.to_dict()
-        data["queue"] = (
-            {
-                "visible": stats.visible,
-                "in_flight": stats.in_flight,
-                "delayed": stats.delayed,
-                "dead_lettered": stats.dead_lettered,
-            }
-            if stats is not None
-            else {"error": queue_error}
-        )
-        click.echo(json.dumps(data, indent=1))
-        return
-    counts = "  ".join(f"{state.value} {n:,}" for state, n in summary.counts.items())
-    click.echo(f"jobs:      {summary.total:,} total  {counts}")
-    overall = summary.rate_overall_per_s
-    click.echo(
-        f"rate:      {summary.rate_last_minute_per_s:.2f} jobs/s over the last minute"
-        + (f", {overall:.2f} jobs/s overall" if overall is not None else "")
-    )
-    if summary.oldest_queued_age_s is not None:
-        age_s = summary.oldest_queued_age_s
-        click.echo(f"waiting:   the oldest queued job was submitted {age_s:,.0f} s ago")
-    if stats is not None:
-        click.echo(
-            f"queue:     {stats.visible:,} visible  {stats.in_flight:,} in flight  "
-            f"{stats.delayed:,} delayed  {stats.dead_lettered:,} dead-lettered"
-        )
-    else:
-        click.echo(f"queue:     unavailable ({queue_error})")
-    if summary.queue_requests:
-        requests = "  ".join(f"{k} {v:,}" for k, v in sorted(summary.queue_requests.items()))
-        click.echo(f"requests:  {requests}  (queue requests by kind: workers and submits)")
-    if summary.recent_failures:
-        click.echo("failures:")
-        for failure in summary.recent_failures:
-            click.echo(f"  {failure.job_id}  {failure.task or '?'}  {failure.error or ''}")
-
-
-def _when(epoch_s: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch_s)) + f" ({epoch_s:.3f})"
+__all__ = ["cancel", "parse_param", "status", "submit", "wait"]

@@ -17,6 +17,8 @@ from conveyor.k8s import (
     Deployment,
     Efs,
     Keda,
+    LedgerSecret,
+    Prune,
     PullSecret,
     Resources,
     Workload,
@@ -255,6 +257,28 @@ _OPTIONS: list[Callable[[F], F]] = [
         "KEDA: role to read the queue depth with [default: KEDA operator's own].",
     ),
     _option(
+        "--ledger-secret",
+        ["CONVEYOR_LEDGER_SECRET"],
+        "Secret holding the job ledger's postgresql:// URL, as NAME or NAME:KEY [default key: "
+        "url]: every pod gets CONVEYOR_LEDGER_URL from it (the URL never appears in a "
+        "manifest). Needed with EFS storage, where the embedded SQLite ledger is unsafe.",
+        metavar="NAME[:KEY]",
+    ),
+    _option(
+        "--prune-schedule",
+        "PRUNE_SCHEDULE",
+        "ledger-prune CronJob: when it runs (cron).",
+        default=Prune.schedule,
+        show_default=True,
+    ),
+    _option(
+        "--prune-older-than",
+        ["CONVEYOR_LEDGER_RETENTION"],
+        "ledger-prune CronJob: delete jobs finished longer ago than this (45m, 12h, 30d).",
+        default=Prune.older_than,
+        show_default=True,
+    ),
+    _option(
         "--pull-secret",
         "PULL_SECRET",
         "Image pull secret to use and keep refreshed (not needed on EKS with ECR).",
@@ -333,6 +357,8 @@ def build_deployment(opts: dict[str, Any]) -> Deployment:
             schedule=opts["pull_secret_schedule"],
             role_arn=opts["pull_secret_role_arn"],
         ),
+        ledger=LedgerSecret.parse(opts["ledger_secret"]),
+        prune=Prune(schedule=opts["prune_schedule"], older_than=opts["prune_older_than"]),
     )
 
 
@@ -350,7 +376,8 @@ def k8s() -> None:
     envvar=_K + "ONLY",
     show_envvar=True,
     help="Render only these parts (repeatable) [default: what the options describe: "
-    "service-account, pull-secret, storage, and queue-job with --queue else job].",
+    "service-account, pull-secret, storage, and queue-job with --queue else job; keda, "
+    "ledger-prune and iam on request].",
 )
 @click.option(
     "--out",

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import stat
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
@@ -11,7 +13,7 @@ from types import FrameType
 
 import click
 
-from conveyor.errors import Interrupted
+from conveyor.errors import InputNotFound, Interrupted
 
 #: ``csvtask.MAX_SEED``, repeated so that ``conveyor run --help`` does not load polars.
 _MAX_SEED = 2**63 - 1
@@ -56,13 +58,15 @@ def run(input_path: Path | None, output_path: Path, seed: int | None, sample: bo
     Each row gets ProcessedValue = Value x a factor in [0.8, 1.2) drawn from the seed and the
     row number, as in the tutorial's batch_processing.py, but streaming (any file size, little
     memory), reproducible, and all or nothing. Malformed input stops the run with one line
-    naming the file, the line and the problem (exit 65); SIGTERM or SIGINT stop it with no
-    output written (exit 75).
+    naming the file, the line and the problem (exit 65); a missing or unreadable INPUT is
+    exit 66; SIGTERM or SIGINT stop it with no output written (exit 75).
 
     Environment: CONVEYOR_INPUT for INPUT.
     """
     if sample and input_path is not None:
         raise click.UsageError("give INPUT or --sample, not both")
+    if not sample:
+        _check_readable(input_path)
     from conveyor import csvtask  # polars and numpy load only when a job runs
 
     chosen = seed is None
@@ -74,6 +78,28 @@ def run(input_path: Path | None, output_path: Path, seed: int | None, sample: bo
         stats = csvtask.process_csv(source, output_path, seed)
     click.echo("Batch task completed.")
     click.echo(f"{stats.rows} rows in {stats.seconds:.3f} s (seed {stats.seed}) -> {output_path}")
+
+
+def _check_readable(input_path: Path | None) -> None:
+    """Fail before anything is printed when the input cannot be read at all.
+
+    Raises:
+        InputNotFound: it does not exist, is a directory, or cannot be opened (exit 66).
+    """
+    path = Path("input.csv") if input_path is None else input_path
+    hint = " (give INPUT, or --sample for the tutorial's input)" if input_path is None else ""
+    try:
+        # O_NONBLOCK: a named pipe given as INPUT must not block this check.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise InputNotFound(f"{path}: no such file{hint}") from None
+    except OSError as exc:
+        raise InputNotFound(f"{path}: cannot read ({exc.strerror or exc})") from None
+    try:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise InputNotFound(f"{path}: is a directory, not a CSV file")
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager

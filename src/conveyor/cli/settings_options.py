@@ -1,39 +1,48 @@
-"""Options and helpers shared by ``worker``, ``submit``, ``status``, ``queue`` and ``dlq``."""
+"""Options and helpers shared by ``worker``, ``submit``, ``status``, ``queue`` and ``dlq``.
+
+The settings themselves (table, environment, defaults) and the opening of the configured
+queue and ledger live in the library (:mod:`conveyor.settings`, :mod:`conveyor.client`).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import click
 
+from conveyor.cli.options import LEDGER_URL_KEY, setting_option
+from conveyor.client import open_configured_ledger, open_configured_queue
 from conveyor.errors import ConfigError
-from conveyor.queues import Queue, open_queue
-from conveyor.settings import Settings
+from conveyor.ledger import redact_url
+from conveyor.settings import (
+    SQLITE_WAIT_S,
+    SQS_WAIT_S,
+    Settings,
+    check_heartbeat,
+    default_wait_s,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-#: The embedded queue's long-poll wait when ``--wait-s`` is not given. SQS bills per
-#: request, so 20 s waits pay off there; a local SQLite poll costs nothing, and a short
-#: wait keeps ``--until-empty`` and Ctrl-C snappy at a terminal.
-SQLITE_WAIT_S = 2.0
-SQS_WAIT_S = 20.0
+__all__ = [
+    "SQLITE_WAIT_S",
+    "SQS_WAIT_S",
+    "base_settings",
+    "default_wait_s",
+    "import_option",
+    "is_debug",
+    "json_option",
+    "open_configured_ledger",
+    "open_configured_queue",
+    "shown_ledger_url",
+]
 
 
 def import_option(func: F) -> F:
     """``--import`` / ``CONVEYOR_IMPORT``: modules or .py files that register tasks."""
-    return click.option(
-        "--import",
-        "imports",
-        multiple=True,
-        envvar="CONVEYOR_IMPORT",
-        show_envvar=True,
-        metavar="MODULE_OR_FILE",
-        help="Import a module (or .py file) that registers tasks; repeatable "
-        "(the env var takes a space-separated list).",
-    )(func)
+    return setting_option("imports")(func)
 
 
 def json_option(func: F) -> F:
@@ -41,31 +50,36 @@ def json_option(func: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(func)
 
 
-def default_wait_s(queue_url: str) -> float:
-    """The long-poll wait for a queue when none is configured (see ``SQLITE_WAIT_S``)."""
-    return SQLITE_WAIT_S if urlsplit(queue_url).scheme == "sqlite" else SQS_WAIT_S
-
-
 def base_settings(
     storage: Path, queue_url: str | None, endpoint_url: str | None, **fields: Any
 ) -> Settings:
-    """Settings from the shared options, plus any worker fields a command adds."""
-    return Settings(storage=storage, queue_url=queue_url, endpoint_url=endpoint_url, **fields)
+    """Settings from the shared options, plus any fields a command adds.
 
-
-def open_configured_queue(settings: Settings) -> Queue:
-    """Open the configured queue.
+    The ledger URL comes from ``--ledger`` / ``CONVEYOR_LEDGER_URL`` (kept in the click
+    context by the queue options) unless ``fields`` gives one; ``debug`` from the root
+    ``--debug``; ``wait_s``, when None or not given, defaults by queue as
+    :func:`conveyor.settings.settings_from_env` does.
 
     Raises:
-        ConfigError: the URL names no backend, or the embedded queue's storage root is
-            missing (for SQLite, the queue lives inside it).
+        click.UsageError: the heartbeat is not shorter than the visibility timeout.
     """
-    if settings.queue_url is None and not settings.storage.is_dir():
-        raise ConfigError(
-            f"storage root {settings.storage} does not exist: create it, or point "
-            "--storage (CONVEYOR_STORAGE) at it"
-        )
-    return open_queue(settings.resolved_queue_url, settings)
+    ctx = click.get_current_context(silent=True)
+    if "ledger_url" not in fields:
+        fields["ledger_url"] = ctx.meta.get(LEDGER_URL_KEY) if ctx is not None else None
+    fields.setdefault("debug", is_debug())
+    if fields.get("wait_s") is None:
+        fields["wait_s"] = default_wait_s(queue_url)
+    settings = Settings(storage=storage, queue_url=queue_url, endpoint_url=endpoint_url, **fields)
+    try:
+        check_heartbeat(settings)
+    except ConfigError as exc:
+        raise click.UsageError(exc.message) from None
+    return settings
+
+
+def shown_ledger_url(settings: Settings) -> str:
+    """The ledger's URL with any password hidden: the only form ever printed or logged."""
+    return redact_url(settings.resolved_ledger_url)
 
 
 def is_debug() -> bool:

@@ -1,6 +1,8 @@
 """What the dashboard shows, read from the ledger and the queue, cached between polls.
 
-Read-only: nothing here writes to the ledger or changes a message on the queue.
+Read-only: nothing here writes to the ledger or changes a message on the queue. Every
+ledger read is an indexed query or a read of the chart's time window, so a refresh costs
+the same on a ledger of a thousand jobs or ten million.
 """
 
 from __future__ import annotations
@@ -9,14 +11,15 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from typing import Any, TypeVar
 
-from conveyor.dashboard.timeline import Timeline, Transitions, baseline_counts, phases
-from conveyor.errors import ConveyorError
-from conveyor.jobs import JobState
-from conveyor.ledger import JobRecord, Ledger, LedgerSummary
-from conveyor.queues.base import DeadLetter, Queue, QueueStats
+from conveyor.dashboard.timeline import build_timeline
+from conveyor.errors import BadInput, ConveyorError, QueueNotFound
+from conveyor.jobs import JobState, job_id_of
+from conveyor.ledger import Ledger, LedgerNotFound, LedgerSummary, Transition, redact_url
+from conveyor.queues.base import DeadLetter, Queue, QueueStats, display_text
 from conveyor.storage import check_job_id
 
 log = logging.getLogger("conveyor.dashboard")
@@ -27,101 +30,115 @@ T = TypeVar("T")
 DEFAULT_WINDOW_S = 3600.0
 #: How many dead letters and recent failures the page lists.
 LIST_LIMIT = 50
+#: Most state changes one refresh reads for the chart; a busier window is narrowed to
+#: its most recent part that holds no more, so a refresh stays cheap however busy.
+CHART_BUDGET = 20_000
+#: How many times the window is narrowed before the chart shows only the current counts.
+MAX_NARROWINGS = 6
+#: Said on the page (and in the JSON) while there is no ledger yet.
+NOTHING_YET = "nothing submitted yet"
+#: The counts of a queue that does not exist yet.
+NO_MESSAGES = QueueStats(visible=0, in_flight=0, delayed=0, dead_lettered=0)
 
 
-class RecentJobs:
-    """The records of jobs updated in the last ``window_s``, kept up to date cheaply.
+class LedgerUnreadable(ConveyorError):
+    """The ledger cannot be read (the dashboard answers 503, and retries next time)."""
 
-    :meth:`Ledger.jobs` returns the most recently updated jobs first, so each refresh asks
-    for a few and widens the request only until it reaches jobs already seen: the cost
-    follows the jobs that changed, not the size of the ledger.
+    exit_code = 75
 
-    Args:
-        ledger: the ledger to read.
-        window_s: how far back jobs are kept.
-        slack_s: re-read jobs updated this long before the newest one seen, because
-            writers on other machines stamp events with their own clocks.
+
+def chart_transitions(
+    ledger: Ledger, now: float, window_s: float, budget: int = CHART_BUDGET
+) -> tuple[float, list[Transition]]:
+    """The changes since the chart's start, and that start: ``now - window_s``, or later
+    when the window holds more than ``budget`` changes (then its most recent part that
+    holds at most ``budget``, found in a few bounded reads).
+
+    Returns:
+        (start, the changes recorded since start, oldest first).
     """
+    since = now - window_s
+    for _ in range(MAX_NARROWINGS):
+        changes = ledger.transitions(since, None, limit=budget + 1)
+        if len(changes) <= budget:
+            return since, changes
+        # The oldest ``budget`` changes took ``covered`` seconds; assuming the same pace,
+        # four fifths of that span back from now holds fewer. Halve at least, to converge.
+        covered = changes[-1].at - since
+        since = now - max(0.0, min(0.8 * covered, 0.5 * (now - since)))
+    return now, []
 
-    def __init__(self, ledger: Ledger, window_s: float, *, slack_s: float = 10.0) -> None:
-        self.ledger = ledger
-        self.window_s = window_s
-        self.slack_s = slack_s
-        self._records: dict[str, JobRecord] = {}
-        self._phases: dict[str, list[tuple[float, str]]] = {}
-        self._newest: float | None = None
 
-    def refresh(self, now: float) -> list[JobRecord]:
-        """Read what changed since the last call; return the jobs updated in the window."""
-        since = now - self.window_s
-        known_until = since if self._newest is None else max(since, self._newest - self.slack_s)
-        limit = 256
-        while True:
-            records = self.ledger.jobs(limit=limit)
-            if len(records) < limit or records[-1].updated_at < known_until:
-                break
-            limit *= 4
-        for record in records:
-            if record.updated_at >= since and self._records.get(record.job_id) != record:
-                self._records[record.job_id] = record
-                self._phases[record.job_id] = phases(record)
-        if records:
-            newest = records[0].updated_at
-            self._newest = newest if self._newest is None else max(self._newest, newest)
-        for job_id in [j for j, r in self._records.items() if r.updated_at < since]:
-            del self._records[job_id], self._phases[job_id]
-        return list(self._records.values())
-
-    def transitions(self) -> Transitions:
-        """The state changes of the jobs kept, ready to sample (see :meth:`refresh`)."""
-        return Transitions.of(self._phases.values())
+def empty_summary(now: float) -> LedgerSummary:
+    """The summary of a ledger with no jobs (shown before anything was submitted)."""
+    return LedgerSummary(
+        generated_at=now,
+        counts=dict.fromkeys(JobState, 0),
+        total=0,
+        finished_last_minute=0,
+        rate_last_minute_per_s=0.0,
+        rate_overall_per_s=None,
+        recent_failures=[],
+        oldest_queued_age_s=None,
+        queue_requests={},
+    )
 
 
 class DashboardData:
     """Builds the dashboard's JSON documents from a ledger and a queue.
 
     One instance serves every request; its methods are thread-safe. The overview is
-    computed at most once per ``min_interval_s`` however many pages poll it (and, on a
-    large ledger, at most a fifth of the time: an overview that took 0.3 s is reused for
-    1.5 s), queue counts
+    computed at most once per ``min_interval_s`` however many pages poll it (and at most
+    a fifth of the time: an overview that took 0.3 s is reused for 1.5 s), queue counts
     at most once per ``queue_every_s`` and dead letters once per ``dead_letters_every_s``
     (peeking an SQS dead-letter queue receives its messages, so it is done sparingly).
 
     Args:
-        ledger: the job ledger (read only).
+        ledger: the job ledger (read only), or a function opening it, called again until
+            there is one (:class:`LedgerNotFound`: nothing submitted yet, so zeros are
+            shown) and again after a failed read.
         open_queue: opens the queue; called again after a failure, so the page recovers
             once the queue is reachable.
-        queue_url: the URL shown on the page.
+        queue_url: the queue URL shown on the page.
+        ledger_url: the ledger URL shown on the page (any password is hidden).
         window_s: how much history the chart covers at most.
+        chart_budget: the most state changes one refresh reads for the chart.
         clock: epoch seconds; tests pass a fixed one.
     """
 
     def __init__(
         self,
-        ledger: Ledger,
+        ledger: Ledger | Callable[[], Ledger],
         open_queue: Callable[[], Queue],
         *,
         queue_url: str = "",
+        ledger_url: str = "",
         window_s: float = DEFAULT_WINDOW_S,
+        chart_budget: int = CHART_BUDGET,
         min_interval_s: float = 1.0,
         queue_every_s: float = 2.0,
         dead_letters_every_s: float = 10.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.ledger = ledger
+        self._open_ledger: Callable[[], Ledger] | None
+        if isinstance(ledger, Ledger):
+            self._ledger: Ledger | None = ledger
+            self._open_ledger = None
+            ledger_url = ledger_url or ledger.url
+        else:
+            self._ledger, self._open_ledger = None, ledger
         self.queue_url = queue_url
+        self.ledger_url = redact_url(ledger_url) if ledger_url else ""
         self.window_s = window_s
+        self.chart_budget = chart_budget
         self.min_interval_s = min_interval_s
         self.queue_every_s = queue_every_s
         self.dead_letters_every_s = dead_letters_every_s
         self._open_queue = open_queue
         self._clock = clock
         self._lock = threading.Lock()
+        self._ledger_lock = threading.Lock()
         self._queue: Queue | None = None
-        self._recent = RecentJobs(ledger, window_s)
-        self._seen_events = -1
-        self._recent_records: list[JobRecord] = []
-        self._transitions = Transitions.of([])
         self._overview: dict[str, Any] | None = None
         self._overview_at = -float("inf")
         self._reuse_s = min_interval_s
@@ -138,95 +155,198 @@ class DashboardData:
         """Everything the main page shows: counts, queue, rates, chart, failures, DLQ.
 
         Raises:
-            StorageError: the ledger cannot be read.
+            ConveyorError: the ledger cannot be read (one line, for a 503).
         """
         with self._lock:
             now = self._clock()
             started = time.monotonic()
             if self._overview is not None and now - self._overview_at < self._reuse_s:
                 return self._overview
-            summary = self.ledger.summary(now, failures=LIST_LIMIT)
-            if summary.events != self._seen_events:
-                # Only when the ledger changed: the records cost a JSON parse each.
-                self._recent_records = self._recent.refresh(now)
-                self._transitions = self._recent.transitions()
-                self._seen_events = summary.events
-            timeline = self._timeline(summary, now)
+            with self._reading() as ledger:
+                changes: list[Transition] = []
+                if ledger is None:
+                    summary, start = empty_summary(now), now
+                else:
+                    summary = ledger.summary(now, failures=LIST_LIMIT)
+                    start, changes = chart_transitions(
+                        ledger, now, self.window_s, self.chart_budget
+                    )
+            counts = {state.value: n for state, n in summary.counts.items()}
+            timeline = build_timeline(changes, counts, start=start, now=now)
             stats, stats_error = self._queue_stats(now)
             dead, dead_error = self._dead_letters(now)
             self._overview = {
                 "generated_at": now,
                 "queue_url": self.queue_url,
-                "storage": str(self.ledger.storage.root),
+                "ledger_url": self.ledger_url,
+                "note": NOTHING_YET if ledger is None else None,
                 "summary": summary.to_dict(),
                 "queue": _stats_dict(stats, stats_error),
                 "dead_letters": {
                     "error": dead_error,
                     "messages": [_dead_letter_dict(d) for d in dead],
+                    "next": dead[-1].cursor if len(dead) == LIST_LIMIT else None,
                 },
-                "timeline": timeline.to_dict(),
+                "timeline": {
+                    **timeline.to_dict(),
+                    "window_s": self.window_s,
+                    "narrowed": ledger is not None and start > now - self.window_s,
+                },
             }
             self._overview_at = now
             self._reuse_s = max(self.min_interval_s, 5 * (time.monotonic() - started))
             return self._overview
 
     def job(self, job_id: str) -> dict[str, Any] | None:
-        """One job's record as a dict, or None if the ledger has no such job.
+        """One job's record (``job_id`` or a unique prefix of it) with its history of state
+        changes, or None if the ledger has no such job.
 
         Raises:
-            BadInput: the job id is malformed.
+            BadInput: the job id is malformed, or the prefix matches several jobs.
+            ConveyorError: the ledger cannot be read.
         """
-        record = self.ledger.get(check_job_id(job_id))
-        return None if record is None else record.to_dict()
+        check_job_id(job_id)
+        with self._reading() as ledger:
+            if ledger is None:
+                return None
+            record = ledger.get(job_id)
+            if record is None:
+                return None
+            history = ledger.history(record.job_id)
+        return {**record.to_dict(), "history": [change.to_dict() for change in history]}
 
-    def jobs(self, state: JobState | None, limit: int) -> list[dict[str, Any]]:
-        """The most recently updated jobs (in ``state`` if given), newest first."""
-        return [record.to_dict() for record in self.ledger.jobs(state, limit=limit)]
+    def jobs(
+        self,
+        state: JobState | None,
+        limit: int,
+        *,
+        before: str | None = None,
+        task: str | None = None,
+    ) -> dict[str, Any]:
+        """A page of jobs (in ``state``, of ``task``, if given), most recently updated
+        first, and the cursor of the next page (None at the end).
+
+        Raises:
+            BadInput: the cursor is malformed.
+            ConveyorError: the ledger cannot be read.
+        """
+        with self._reading() as ledger:
+            if ledger is None:
+                return {"jobs": [], "next": None}
+            records = ledger.jobs(state, task=task, limit=limit, before=before)
+        more = len(records) == limit
+        return {
+            "jobs": [record.to_dict() for record in records],
+            "next": records[-1].cursor if more else None,
+        }
 
     def close(self) -> None:
-        """Close the queue. Idempotent."""
+        """Close the queue, and the ledger if this opened it. Idempotent."""
         with self._lock:
             if self._queue is not None:
                 self._queue.close()
                 self._queue = None
+        with self._ledger_lock:
+            if self._open_ledger is not None and self._ledger is not None:
+                self._ledger.close()
+                self._ledger = None
 
-    # --- parts ---------------------------------------------------------------------------
+    # --- the ledger ----------------------------------------------------------------------
 
-    def _timeline(self, summary: LedgerSummary, now: float) -> Timeline:
-        recent = self._recent_records
-        totals = {state.value: n for state, n in summary.counts.items()}
-        baseline = baseline_counts(totals, recent)
-        if any(baseline.values()) or not recent:
-            start = now - self.window_s  # older jobs exist: show the whole window
-        else:  # every job is recent: start with the first submit
-            start = min(r.submitted_at or r.updated_at for r in recent)
-        return self._transitions.sample(baseline, start=max(start, now - self.window_s), now=now)
+    @contextmanager
+    def _reading(self) -> Iterator[Ledger | None]:
+        """The ledger to read (None: there is none yet), turning any failure to read it
+        into one :class:`ConveyorError` line; a ledger this opened is reopened next time.
+
+        ``BadInput`` (a malformed id or cursor, an ambiguous prefix) passes through: it is
+        the request's fault, not the ledger's.
+        """
+        try:
+            yield self._current_ledger()
+        except BadInput:
+            raise
+        except ConveyorError as exc:
+            self._forget_ledger()
+            raise LedgerUnreadable(f"cannot read the ledger: {exc.message}") from exc
+        except Exception as exc:  # a driver's own error: still one line, never a 500
+            log.warning("cannot read the ledger", exc_info=True)
+            self._forget_ledger()
+            raise LedgerUnreadable(f"cannot read the ledger: {_one_line(exc)}") from exc
+
+    def _current_ledger(self) -> Ledger | None:
+        with self._ledger_lock:
+            if self._ledger is None and self._open_ledger is not None:
+                try:
+                    self._ledger = self._open_ledger()
+                except LedgerNotFound:
+                    return None
+                self.ledger_url = self.ledger_url or self._ledger.url
+            return self._ledger
+
+    def _forget_ledger(self) -> None:
+        with self._ledger_lock:
+            if self._open_ledger is not None and self._ledger is not None:
+                ledger, self._ledger = self._ledger, None
+                with suppress(Exception):  # already broken; the next read opens a fresh one
+                    ledger.close()
+
+    # --- the queue -----------------------------------------------------------------------
 
     def _queue_stats(self, now: float) -> tuple[QueueStats | None, str | None]:
         if now - self._stats_at >= self.queue_every_s:
             self._stats_at = now
-            self._stats, self._stats_error = self._ask_queue(lambda q: q.stats())
+            self._stats, self._stats_error = self._ask_queue(lambda q: q.stats(), NO_MESSAGES)
         return self._stats, self._stats_error
 
     def _dead_letters(self, now: float) -> tuple[list[DeadLetter], str | None]:
         if now - self._dead_at >= self.dead_letters_every_s:
             self._dead_at = now
-            found, self._dead_error = self._ask_queue(lambda q: q.dead_letters(LIST_LIMIT))
+            nothing: list[DeadLetter] = []
+            found, self._dead_error = self._ask_queue(
+                lambda q: q.dead_letter_page(LIST_LIMIT), nothing
+            )
             self._dead = found or []
         return self._dead, self._dead_error
 
-    def _ask_queue(self, ask: Callable[[Queue], T]) -> tuple[T | None, str | None]:
-        """Ask the queue something; on failure return why, and reopen it next time."""
+    def dead_letters(self, limit: int, before: str | None = None) -> dict[str, Any]:
+        """A page of dead letters, newest first, and the cursor of the next page (None at
+        the end, or where the queue cannot page: SQS lists them in no set order).
+
+        Raises:
+            ConveyorError: the queue cannot be read, or cannot page.
+        """
+        with self._lock:
+            try:
+                if self._queue is None:
+                    self._queue = self._open_queue()
+                letters = self._queue.dead_letter_page(limit, before)
+            except QueueNotFound:
+                letters = []
+        more = len(letters) == limit and letters[-1].cursor is not None
+        return {
+            "messages": [_dead_letter_dict(d) for d in letters],
+            "next": letters[-1].cursor if more else None,
+        }
+
+    def _ask_queue(self, ask: Callable[[Queue], T], missing: T) -> tuple[T | None, str | None]:
+        """Ask the queue something; on failure return why, and reopen it next time.
+
+        A queue that does not exist yet (nothing submitted) answers ``missing``.
+        """
         try:
             if self._queue is None:
                 self._queue = self._open_queue()
             return ask(self._queue), None
-        except ConveyorError as exc:
-            log.warning("queue unavailable: %s", exc.message)
+        except QueueNotFound:
+            return missing, None
+        except Exception as exc:  # the page shows why, and the ledger's part still works
+            message = exc.message if isinstance(exc, ConveyorError) else _one_line(exc)
+            log.warning("queue unavailable: %s", message)
             if self._queue is not None:
-                self._queue.close()
+                with suppress(Exception):
+                    self._queue.close()
                 self._queue = None
-            return None, exc.message
+            return None, message
 
 
 def _stats_dict(stats: QueueStats | None, error: str | None) -> dict[str, Any]:
@@ -243,26 +363,31 @@ def _stats_dict(stats: QueueStats | None, error: str | None) -> dict[str, Any]:
 
 
 def _dead_letter_dict(dead: DeadLetter) -> dict[str, Any]:
-    task = job_id = None
-    try:
-        body = json.loads(dead.body)
-    except ValueError:
-        body = None
-    if isinstance(body, dict):
-        job_id = _valid_job_id(body.get("job_id"))
-        task = body.get("task") if isinstance(body.get("task"), str) else None
+    """A dead letter for the page. Its body may be anything a queue can hold (bytes,
+    bad JSON, the wrong types): what cannot be read is shown as unknown, never raised."""
     return {
-        "message_id": dead.message_id,
-        "job_id": job_id,
-        "task": task,
+        "message_id": display_text(dead.message_id),
+        "job_id": job_id_of(dead.body),
+        "task": _task_of(dead.body),
         "receive_count": dead.receive_count,
-        "reason": dead.reason,
+        "reason": None if dead.reason is None else display_text(dead.reason),
     }
 
 
-def _valid_job_id(value: object) -> str | None:
-    """``value`` if it is a usable job id (a dead letter may be any malformed body)."""
+def _one_line(exc: BaseException) -> str:
+    """An unexpected error as one line: its type and the first line of its text."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+def _task_of(body: str) -> str | None:
+    """The task named in a message body, if it is a JSON object with a string ``task``
+    (a body read from a queue may also be bytes, or None)."""
     try:
-        return check_job_id(value)
-    except ConveyorError:
+        data = json.loads(body)
+    except (TypeError, ValueError, RecursionError):
         return None
+    task = data.get("task") if isinstance(data, dict) else None
+    if not isinstance(task, str) or len(task) > 200:
+        return None
+    return display_text(task)  # a lone surrogate would not encode as UTF-8 JSON

@@ -18,6 +18,8 @@ from conveyor.k8s.config import (
     Deployment,
     Efs,
     Keda,
+    LedgerSecret,
+    Prune,
     PullSecret,
     Resources,
     Workload,
@@ -29,6 +31,7 @@ from conveyor.k8s.workloads import (
     Manifest,
     keda_objects,
     one_off_job,
+    prune_cron_job,
     queue_job,
     service_account,
 )
@@ -41,7 +44,9 @@ __all__ = [
     "Deployment",
     "Efs",
     "Keda",
+    "LedgerSecret",
     "Manifest",
+    "Prune",
     "PullSecret",
     "Resources",
     "Workload",
@@ -60,6 +65,7 @@ _RENDERERS: dict[str, Callable[[Deployment], list[Manifest]]] = {
     "job": lambda d: [one_off_job(d)],
     "queue-job": lambda d: [queue_job(d)],
     "keda": keda_objects,
+    "ledger-prune": lambda d: [prune_cron_job(d)],
 }
 #: What ``--only`` accepts, in the order objects are applied (``iam`` is JSON, not YAML).
 PARTS = (*_RENDERERS, "iam")
@@ -69,8 +75,8 @@ def default_parts(deploy: Deployment) -> list[str]:
     """The parts rendered when none are asked for: what this configuration can run.
 
     The ServiceAccount and the work-queue Job when a queue is given (else the one-off
-    Job), the storage when a file system is, the refresher when a pull secret is. KEDA
-    and the IAM policies only on request.
+    Job), the storage when a file system is, the refresher when a pull secret is. KEDA,
+    the ledger-prune CronJob and the IAM policies only on request.
     """
     parts: list[str] = []
     if deploy.queue is not None:

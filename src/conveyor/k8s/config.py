@@ -6,10 +6,10 @@ import math
 import re
 from dataclasses import dataclass, field
 from typing import Literal
-from urllib.parse import urlsplit
 
 from conveyor.errors import ConfigError
 from conveyor.queues.base import MAX_VISIBILITY_TIMEOUT_S, MAX_WAIT_S
+from conveyor.queues.sqs_url import dead_letter_name, parse_queue_url
 from conveyor.settings import Settings
 
 #: The numeric user and group the image runs as (deploy/Dockerfile's USER). Kubernetes can
@@ -32,8 +32,9 @@ _FS_ID = re.compile(r"^fs-[0-9a-f]{8,40}$")
 _AP_ID = re.compile(r"^fsap-[0-9a-f]{8,40}$")
 _ACCOUNT = re.compile(r"^[0-9]{12}$")
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9]+$")
-_SQS_HOST = re.compile(r"^sqs\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?P<cn>\.cn)?$")
-_LEGACY_SQS_HOST = re.compile(r"^(?P<region>[a-z0-9-]+)\.queue\.amazonaws\.com(?P<cn>\.cn)?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+_DURATION = re.compile(r"^[0-9]+(\.[0-9]+)?[smhdSMHD]?$")
 _ECR_IMAGE = re.compile(
     r"^(?P<account>[0-9]{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?P<cn>\.cn)?"
     r"/(?P<repo>[a-z0-9][a-z0-9._/-]*?)(?::[\w][\w.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$"
@@ -92,30 +93,23 @@ class SqsQueue:
 
     @classmethod
     def parse(cls, url: str, region: str | None = None, account_id: str | None = None) -> SqsQueue:
-        """Read region, account and name out of an SQS queue URL.
+        """Read region, account and name out of an SQS queue URL, with the parser the
+        queues use (:func:`conveyor.queues.sqs_url.parse_queue_url`).
 
-        An AWS URL (``https://sqs.<region>.amazonaws.com/<account>/<name>``) carries them
-        all; any other URL (a test server) needs ``region`` and ``account_id`` given.
+        The URL's own region and account win where it carries them (an AWS URL carries
+        both); ``region`` and ``account_id`` fill in for a URL that does not.
 
         Raises:
             ConfigError: the URL is not a queue URL, or region/account are missing.
         """
-        parts = urlsplit(url)
-        path = parts.path.strip("/").split("/")
-        if parts.scheme not in ("http", "https") or len(path) != 2 or not all(path):
-            raise ConfigError(
-                f"{url!r} is not an SQS queue URL (https://sqs.REGION.amazonaws.com/ACCOUNT/NAME)"
-            )
-        host = parts.hostname or ""
-        match = _SQS_HOST.match(host) or _LEGACY_SQS_HOST.match(host)
-        china = bool(match and match.group("cn"))
-        region = region or (match.group("region") if match else None)
-        account_id = account_id or path[0]
+        parsed = parse_queue_url(url)
+        region = parsed.region_or(region)
+        account_id = parsed.account_id or account_id
         if region is None or not _REGION.match(region):
             raise ConfigError(f"no AWS region for queue {url!r}: give --region")
-        if not _ACCOUNT.match(account_id):
+        if account_id is None or not _ACCOUNT.match(account_id):
             raise ConfigError(f"no 12-digit AWS account id for queue {url!r}: give --account-id")
-        return cls(url, region, account_id, path[1], partition_of(region, china))
+        return cls(url, region, account_id, parsed.name, partition_of(region, parsed.china))
 
 
 @dataclass(frozen=True)
@@ -225,6 +219,69 @@ class PullSecret:
 
 
 @dataclass(frozen=True)
+class LedgerSecret:
+    """The Kubernetes Secret (and key in it) holding the job ledger's URL,
+    ``postgresql://user:password@host/db``: pods get it as ``CONVEYOR_LEDGER_URL`` through
+    ``secretKeyRef``, so neither the URL nor its password ever appears in a manifest.
+
+    Attributes:
+        name: the Secret's name; None when there is none (the embedded SQLite ledger).
+        key: the key in the Secret's data.
+    """
+
+    name: str | None = None
+    key: str = "url"
+
+    @classmethod
+    def parse(cls, value: str | None) -> LedgerSecret:
+        """``NAME`` or ``NAME:KEY`` (``--ledger-secret``); None or empty: no Secret.
+
+        Raises:
+            ConfigError: the name or the key is not one Kubernetes accepts.
+        """
+        if not value:
+            return cls()
+        name, sep, key = value.partition(":")
+        secret = cls(name, key if sep else cls.key)
+        secret.check()
+        return secret
+
+    def check(self) -> None:
+        """Raise ConfigError unless the name is a Secret name and the key a data key."""
+        if self.name is None:
+            return
+        if len(self.name) > 253 or not _DNS_SUBDOMAIN.match(self.name):
+            raise ConfigError(
+                f"--ledger-secret name {self.name!r} is not a valid Secret name: lower-case "
+                "letters, digits, '-' and '.', at most 253 characters (NAME or NAME:KEY)"
+            )
+        if len(self.key) > 253 or not _SECRET_KEY.match(self.key):
+            raise ConfigError(
+                f"--ledger-secret key {self.key!r} is not a valid Secret key: letters, "
+                "digits, '-', '_' and '.' (NAME or NAME:KEY)"
+            )
+
+
+@dataclass(frozen=True)
+class Prune:
+    """The CronJob that deletes finished jobs from the ledger (``conveyor ledger prune``)."""
+
+    schedule: str = "41 3 * * *"
+    older_than: str = "30d"
+
+    def check(self) -> None:
+        """Raise ConfigError unless the schedule is a cron line and the age a duration."""
+        if len(self.schedule.split()) != 5:
+            raise ConfigError(
+                f"--prune-schedule {self.schedule!r} is not a cron schedule (5 fields)"
+            )
+        if not _DURATION.match(self.older_than.strip()):
+            raise ConfigError(
+                f"--prune-older-than {self.older_than!r} is not a duration (45m, 12h, 30d)"
+            )
+
+
+@dataclass(frozen=True)
 class Aws:
     """The AWS side: the queue, its dead-letter queue, the IAM role, the OIDC issuer."""
 
@@ -278,6 +335,8 @@ class Deployment:
     efs: Efs = field(default_factory=Efs)
     keda: Keda = field(default_factory=Keda)
     pull_secret: PullSecret = field(default_factory=PullSecret)
+    ledger: LedgerSecret = field(default_factory=LedgerSecret)
+    prune: Prune = field(default_factory=Prune)
 
     # Derived values -------------------------------------------------------------------
 
@@ -299,9 +358,7 @@ class Deployment:
         """The dead-letter queue: ``--dlq``, else conveyor's ``<name>-dlq`` convention."""
         if self.aws.dlq_url is not None:
             return SqsQueue.parse(self.aws.dlq_url, queue.region, queue.account_id)
-        if queue.name.endswith(".fifo"):
-            return queue.sibling(queue.name.removesuffix(".fifo") + "-dlq.fifo")
-        return queue.sibling(queue.name + "-dlq")
+        return queue.sibling(dead_letter_name(queue.name))
 
     @property
     def region(self) -> str | None:
@@ -384,6 +441,8 @@ class Deployment:
         self._check_names()
         self._check_numbers()
         self._check_efs()
+        self.ledger.check()
+        self.prune.check()
         if self.aws.queue_url is not None:
             self.require_queue("the queue URL")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from typing import Any
 
 from conveyor import __version__
@@ -13,7 +14,9 @@ from conveyor.k8s.config import (
     HEALTH_FILE,
     RUN_AS_UID,
     SAMPLE_INPUT,
+    Aws,
     Deployment,
+    Efs,
     check_dns_label,
 )
 from conveyor.settings import EXIT_BAD_INPUT, EXIT_CONFIG
@@ -21,6 +24,10 @@ from conveyor.settings import EXIT_BAD_INPUT, EXIT_CONFIG
 Manifest = dict[str, Any]
 
 CONTAINER = "conveyor"
+#: The environment variable the ledger's URL reaches conveyor through.
+LEDGER_URL_ENV = "CONVEYOR_LEDGER_URL"
+#: Commands a one-off Job may run that never open the ledger.
+LEDGER_FREE_COMMANDS = frozenset({"run", "health", "k8s", "--help", "--version"})
 #: Annotation keys: what rendered an object and from which template (Step 12's versioning).
 RENDERED_BY = "conveyor/rendered-by"
 TEMPLATE_HASH = "conveyor/template-hash"
@@ -94,7 +101,10 @@ def _seconds(value: float) -> str:
 
 def _env(deploy: Deployment, *, worker: bool) -> list[Manifest]:
     """The container's environment: the worker's contract, or what a one-off command
-    (`run`, `submit`, `status`) needs of the storage and the queue."""
+    (`run`, `submit`, `status`) needs of the storage, the queue and the ledger.
+
+    The ledger's URL comes from its Secret (``secretKeyRef``): it carries a password, and
+    a manifest is read by anyone who can read the namespace's Jobs."""
     work = deploy.workload
     queue = deploy.require_queue("the worker") if worker else deploy.queue
     env: list[tuple[str, str]] = []
@@ -118,7 +128,16 @@ def _env(deploy: Deployment, *, worker: bool) -> list[Manifest]:
     region = deploy.region
     if queue is not None and region is not None:
         env += [("AWS_REGION", region), ("AWS_DEFAULT_REGION", region)]
-    return [{"name": name, "value": value} for name, value in env]
+    items: list[Manifest] = [{"name": name, "value": value} for name, value in env]
+    secret = deploy.ledger
+    if secret.name is not None:
+        items.append(
+            {
+                "name": LEDGER_URL_ENV,
+                "valueFrom": {"secretKeyRef": {"name": secret.name, "key": secret.key}},
+            }
+        )
+    return items
 
 
 def _container(deploy: Deployment, *, worker: bool) -> Manifest:
@@ -184,6 +203,7 @@ def pod_spec(deploy: Deployment, *, worker: bool) -> Manifest:
     """
     if not worker and deploy.workload.input is not None and not deploy.efs.mounted:
         raise ConfigError("--input names a file under /efs: give --efs-id or --claim")
+    _require_ledger(deploy, worker=worker)
     spec: Manifest = {
         "serviceAccountName": deploy.workload.service_account,
         "automountServiceAccountToken": False,
@@ -201,6 +221,29 @@ def pod_spec(deploy: Deployment, *, worker: bool) -> Manifest:
         )
     spec["volumes"] = volumes
     return spec
+
+
+def _require_ledger(deploy: Deployment, *, worker: bool) -> None:
+    """Refuse pods that would keep the ledger in SQLite on the shared storage.
+
+    Without a ledger URL, a conveyor that reads or writes the ledger keeps it beside the
+    storage, on /efs: SQLite's locking is unsafe on NFS, and workers refuse to start there
+    (exit 78). ``conveyor run`` (the one-off Job's default) never touches the ledger.
+
+    Raises:
+        ConfigError: such a pod, and no ``--ledger-secret``.
+    """
+    if deploy.ledger.name is not None or not deploy.efs.mounted:
+        return
+    args = deploy.workload.run_args
+    if not worker and (not args or args[0] in LEDGER_FREE_COMMANDS):
+        return
+    what = "the worker pods" if worker else f"`conveyor {args[0]}`"
+    raise ConfigError(
+        f"{what} would keep the job ledger in SQLite on {EFS_MOUNT} (NFS, where it is "
+        "unsafe): give --ledger-secret NAME[:KEY], a Secret holding the PostgreSQL ledger's "
+        "URL (see docs/kubernetes.md)"
+    )
 
 
 def template_hash(*parts: object) -> str:
@@ -374,3 +417,47 @@ def keda_objects(deploy: Deployment) -> list[Manifest]:
         },
     }
     return [auth, scaled]
+
+
+def prune_cron_job(deploy: Deployment) -> Manifest:
+    """A CronJob running ``conveyor ledger prune --older-than AGE`` on a schedule: finished
+    jobs older than that leave the ledger with their history, a bounded batch per
+    transaction, while workers keep writing.
+
+    Its pod reaches only the ledger (no queue, no storage), through the ledger's Secret.
+
+    Raises:
+        ConfigError: no ``--ledger-secret`` (a pod's own SQLite ledger would be empty).
+    """
+    if deploy.ledger.name is None:
+        raise ConfigError(
+            "the ledger-prune CronJob prunes the PostgreSQL ledger: give --ledger-secret NAME[:KEY]"
+        )
+    work = deploy.workload
+    args = ("ledger", "prune", "--older-than", deploy.prune.older_than)
+    alone = replace(deploy, aws=Aws(), efs=Efs(), workload=replace(work, run_args=args))
+    spec = pod_spec(alone, worker=False)
+    name = check_dns_label(f"{work.name}-ledger-prune", "the CronJob name")
+    job_spec: Manifest = {
+        "backoffLimit": 2,
+        "podFailurePolicy": pod_failure_policy([EXIT_CONFIG]),
+        "template": {"metadata": {"labels": labels(deploy, "ledger-prune")}, "spec": spec},
+    }
+    if work.ttl_s is not None:
+        job_spec["ttlSecondsAfterFinished"] = work.ttl_s
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": metadata(deploy, name, "ledger-prune"),
+        "spec": {
+            "schedule": deploy.prune.schedule,
+            "concurrencyPolicy": "Forbid",
+            "startingDeadlineSeconds": 3600,
+            "successfulJobsHistoryLimit": 1,
+            "failedJobsHistoryLimit": 3,
+            "jobTemplate": {
+                "metadata": {"labels": labels(deploy, "ledger-prune")},
+                "spec": job_spec,
+            },
+        },
+    }

@@ -12,6 +12,8 @@ from conveyor.queues.base import (
     Queue,
     QueueStats,
     Received,
+    Removed,
+    message_text,
 )
 from conveyor.settings import Settings
 
@@ -22,27 +24,32 @@ __all__ = [
     "Queue",
     "QueueStats",
     "Received",
+    "Removed",
+    "message_text",
     "open_queue",
 ]
 
 
-def open_queue(url: str, settings: Settings | None = None) -> Queue:
+def open_queue(url: str, settings: Settings | None = None, *, create: bool = True) -> Queue:
     """Open the queue at ``url``, importing its backend only when needed.
 
-    - ``sqlite:///abs/path/queue.db`` (or ``sqlite://rel/path``): the embedded queue.
+    - ``sqlite:///abs/path/queue.db`` (or ``sqlite://rel/path``): the embedded queue,
+      created if missing unless ``create`` is False (read-only commands: a missing
+      database is then :class:`~conveyor.errors.QueueNotFound`, and nothing is created).
     - ``https://sqs.<region>.amazonaws.com/<account>/<name>``, or any http(s) URL of an
       SQS-compatible server: Amazon SQS.
     - ``memory://name``: an in-process queue for unit tests.
 
     Raises:
         ConfigError: the URL names no known backend.
+        QueueNotFound: ``create`` is False and there is no SQLite queue at ``url``.
     """
     settings = settings or Settings()
     scheme = urlsplit(url).scheme
     if scheme == "sqlite":
         from conveyor.queues.sqlite import SQLiteQueue
 
-        return SQLiteQueue.from_url(url, settings)
+        return SQLiteQueue.from_url(url, settings, create=create)
     if scheme in ("http", "https"):
         from conveyor.queues.sqs import SQSQueue
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from conveyor.errors import ConfigError, LeaseLost, MessageTooLarge
 
@@ -48,12 +49,37 @@ class Received:
 
 @dataclass(frozen=True)
 class DeadLetter:
-    """A message in the dead-letter queue."""
+    """A message in the dead-letter queue.
+
+    Attributes:
+        body: the message's text, as :func:`message_text` makes any stored body readable
+            (a listing may cut a body over :data:`MAX_LISTED_BODY_BYTES`).
+        dead_at: when it was dead-lettered (epoch seconds), where the backend keeps it.
+        cursor: its place in a newest-first listing: give it as ``before`` to
+            :meth:`Queue.dead_letter_page` for the next page. None where the backend
+            cannot page (SQS lists dead letters by receiving them, in no set order).
+    """
 
     message_id: str
     body: str
     receive_count: int
     reason: str | None = None
+    dead_at: float | None = None
+    cursor: str | None = None
+
+
+@dataclass(frozen=True)
+class Removed:
+    """What a purge or a redrive took out of a queue.
+
+    Attributes:
+        count: how many messages (-1 where the backend cannot tell).
+        job_ids: the job ids read from their bodies (bodies without one are left out), or
+            None where the backend cannot tell which messages went (SQS's PurgeQueue).
+    """
+
+    count: int
+    job_ids: list[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -81,6 +107,36 @@ class BatchResult:
 
 #: SQS's ceiling on a message delay.
 MAX_DELAY_S = 900
+#: Listings of dead letters cut each body after this many bytes: no valid envelope is
+#: larger (the decoder's limit is 1 MiB), so a cut body is a bad message either way.
+MAX_LISTED_BODY_BYTES = 1024 * 1024 + 1
+
+
+def message_text(raw: object) -> str:
+    """A stored message body as text, whatever was stored: the one decoding path for every
+    body read from a queue (receive, dead-letter listings, purge, redrive).
+
+    UTF-8 bytes decode as usual; bytes that are not UTF-8 become lone surrogates
+    (``surrogateescape``: the text still carries the original bytes, and
+    :meth:`conveyor.jobs.Job.from_json` rejects it as not UTF-8); None becomes ``""``;
+    numbers their decimal form. Never raises.
+    """
+    if isinstance(raw, str):
+        return raw
+    if isinstance(raw, bytes | bytearray | memoryview):
+        return bytes(raw).decode("utf-8", "surrogateescape")
+    if raw is None:
+        return ""
+    return str(raw)
+
+
+def display_text(raw: object) -> str:
+    """Like :func:`message_text`, for what is only shown (a reason, a message id): bytes
+    that are not UTF-8 become U+FFFD, so the text can be printed anywhere. Never raises."""
+    if isinstance(raw, bytes | bytearray | memoryview):
+        return bytes(raw).decode("utf-8", "replace")
+    text = message_text(raw)
+    return text.encode("utf-8", "replace").decode("utf-8") if not text.isascii() else text
 
 
 def check_visibility_timeout_s(value: int) -> int:
@@ -233,14 +289,68 @@ class Queue(abc.ABC):
 
     @abc.abstractmethod
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
-        """List up to ``limit`` messages in the dead-letter queue without consuming them."""
+        """List up to ``limit`` messages in the dead-letter queue without consuming them,
+        newest first where the backend keeps an order (SQS lists in no set order)."""
 
     @abc.abstractmethod
     def redrive(self, limit: int | None = None) -> int:
-        """Move dead-lettered messages back to the queue with a fresh receive count.
+        """Move dead-lettered messages back to the queue with a fresh receive count,
+        oldest first where the backend keeps an order.
 
         Returns how many were moved.
         """
+
+    # Optional parts of the contract, with what a backend that lacks them does -------------
+
+    #: True where the dead-letter queue keeps a "reconciled" mark per message
+    #: (:meth:`unreconciled_dead_letters`, :meth:`mark_reconciled`), so that reconciling
+    #: it costs in proportion to what is new, not to its whole content.
+    tracks_reconciliation: ClassVar[bool] = False
+
+    def dead_letter_page(self, limit: int = 100, before: str | None = None) -> list[DeadLetter]:
+        """Up to ``limit`` dead letters, newest first, older than the one whose
+        :attr:`DeadLetter.cursor` is ``before``. Does not consume them.
+
+        Raises:
+            ConfigError: ``before`` is given to a backend that cannot page (SQS).
+            BadInput: ``before`` is not a cursor of this queue.
+        """
+        if before is not None:
+            raise ConfigError(
+                f"the queue {self.url} lists dead letters in no set order: it cannot page"
+            )
+        return self.dead_letters(limit)
+
+    def unreconciled_dead_letters(self, limit: int) -> list[DeadLetter]:
+        """Up to ``limit`` dead letters not yet marked reconciled, oldest first.
+
+        A backend that does not track reconciliation returns :meth:`dead_letters`.
+        """
+        return self.dead_letters(limit)
+
+    def mark_reconciled(self, letters: Sequence[DeadLetter]) -> None:  # noqa: B027
+        """Mark dead letters as reconciled with the ledger, so that
+        :meth:`unreconciled_dead_letters` no longer returns them. Idempotent; a letter
+        gone since (redriven, purged) is ignored. A no-op where nothing is tracked."""
+
+    def purge_jobs(self) -> Removed:
+        """:meth:`purge`, also saying which jobs' messages were deleted where the backend
+        can tell (the caller records them in the ledger)."""
+        return Removed(self.purge())
+
+    def redrive_jobs(self, limit: int | None = None) -> Removed:
+        """:meth:`redrive`, also saying which jobs' messages moved where the backend can
+        tell (the caller reopens them in the ledger)."""
+        return Removed(self.redrive(limit))
+
+    def purge_dead_letters(self, older_than_s: float | None = None) -> int:
+        """Delete dead letters (those dead-lettered more than ``older_than_s`` ago, or
+        all); returns how many, or -1 where the backend cannot tell.
+
+        Raises:
+            ConfigError: the backend cannot do it (or not by age).
+        """
+        raise ConfigError(f"the queue {self.url} cannot purge its dead letters")
 
     def request_counts(self) -> dict[str, int]:
         """Requests made to the queue service by this instance, by kind (for cost)."""

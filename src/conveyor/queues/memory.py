@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from conveyor.errors import LeaseLost
+from conveyor.errors import BadInput, ConfigError, LeaseLost
 from conveyor.queues.base import (
     MAX_BATCH,
     BatchResult,
@@ -19,6 +19,7 @@ from conveyor.queues.base import (
     Queue,
     QueueStats,
     Received,
+    Removed,
     check_outgoing,
     check_queue_config,
     check_receive,
@@ -74,6 +75,8 @@ class MemoryQueue(Queue):
     :meth:`from_url` call returns a fresh, empty queue; tests share an instance directly.
     """
 
+    tracks_reconciliation = True
+
     def __init__(
         self,
         name: str = "memory",
@@ -91,7 +94,10 @@ class MemoryQueue(Queue):
         self._clock = clock
         # Insertion-ordered, so receives are roughly first-in first-out.
         self._messages: dict[str, _Message] = {}
+        # Oldest first; each letter's cursor is its sequence number, which only grows.
         self._dead: list[DeadLetter] = []
+        self._dead_seq = 0
+        self._reconciled: set[str] = set()  # cursors of reconciled letters
         self._counts: Counter[str] = Counter()
         self._changed = threading.Condition()
 
@@ -230,8 +236,16 @@ class MemoryQueue(Queue):
 
     def _move_to_dead_letters(self, message: _Message, reason: str) -> None:
         del self._messages[message.message_id]
+        self._dead_seq += 1
         self._dead.append(
-            DeadLetter(message.message_id, message.body, message.receive_count, reason)
+            DeadLetter(
+                message.message_id,
+                message.body,
+                message.receive_count,
+                reason,
+                dead_at=time.time(),
+                cursor=str(self._dead_seq),
+            )
         )
 
     # Inspection and maintenance --------------------------------------------------------------
@@ -250,16 +264,40 @@ class MemoryQueue(Queue):
             return QueueStats(visible, in_flight, delayed, len(self._dead))
 
     def purge(self) -> int:
+        return self.purge_jobs().count
+
+    def purge_jobs(self) -> Removed:
+        from conveyor.jobs import job_id_of
+
         with self._changed:
-            count = len(self._messages)
+            bodies = [message.body for message in self._messages.values()]
             self._messages.clear()
-            return count
+        return Removed(len(bodies), [i for body in bodies if (i := job_id_of(body)) is not None])
 
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        return self.dead_letter_page(limit)
+
+    def dead_letter_page(self, limit: int = 100, before: str | None = None) -> list[DeadLetter]:
+        below = None if before is None else _seq(before)
         with self._changed:
-            return list(self._dead[:limit])
+            newest_first = reversed(self._dead)
+            found = [d for d in newest_first if below is None or _seq(d.cursor) < below]
+        return found[: max(0, limit)]
+
+    def unreconciled_dead_letters(self, limit: int) -> list[DeadLetter]:
+        with self._changed:
+            return [d for d in self._dead if d.cursor not in self._reconciled][: max(0, limit)]
+
+    def mark_reconciled(self, letters: Sequence[DeadLetter]) -> None:
+        with self._changed:
+            self._reconciled.update(d.cursor for d in letters if d.cursor is not None)
 
     def redrive(self, limit: int | None = None) -> int:
+        return self.redrive_jobs(limit).count
+
+    def redrive_jobs(self, limit: int | None = None) -> Removed:
+        from conveyor.jobs import job_id_of
+
         with self._changed:
             moving = self._dead[:limit] if limit is not None else list(self._dead)
             del self._dead[: len(moving)]
@@ -269,7 +307,22 @@ class MemoryQueue(Queue):
                     dead.message_id, dead.body, time.time(), now
                 )
             self._changed.notify_all()
-            return len(moving)
+        job_ids = [i for dead in moving if (i := job_id_of(dead.body)) is not None]
+        return Removed(len(moving), job_ids)
+
+    def purge_dead_letters(self, older_than_s: float | None = None) -> int:
+        if older_than_s is not None and not older_than_s >= 0:
+            raise ConfigError(f"bad age {older_than_s!r}: seconds >= 0")
+        cutoff = None if older_than_s is None else time.time() - older_than_s
+        with self._changed:
+            kept = [
+                d
+                for d in self._dead
+                if cutoff is not None and d.dead_at is not None and d.dead_at >= cutoff
+            ]
+            removed = len(self._dead) - len(kept)
+            self._dead = kept
+        return removed
 
     def request_counts(self) -> dict[str, int]:
         with self._changed:
@@ -278,3 +331,14 @@ class MemoryQueue(Queue):
     def _count(self, kind: str, entries: int) -> None:
         """Count requests as SQS would bill them: one per batch of up to 10 entries."""
         self._counts[kind] += max(1, -(-entries // MAX_BATCH))
+
+
+def _seq(cursor: str | None) -> int:
+    """The sequence number in a dead letter's cursor.
+
+    Raises:
+        BadInput: not a cursor of this queue.
+    """
+    if cursor is None or not cursor.isascii() or not cursor.isdigit():
+        raise BadInput(f"bad dead-letter cursor {str(cursor)[:40]!r}: use a listed one")
+    return int(cursor)

@@ -11,27 +11,77 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
-from urllib.parse import unquote
+from urllib.parse import quote
 
-from conveyor.errors import ConfigError, LeaseLost, QueueError, TransientQueueError
+from conveyor.errors import (
+    BadInput,
+    ConfigError,
+    LeaseLost,
+    QueueError,
+    QueueNotFound,
+    TransientQueueError,
+)
 from conveyor.queues.base import (
     MAX_BATCH,
+    MAX_LISTED_BODY_BYTES,
     BatchResult,
     DeadLetter,
     Outgoing,
     Queue,
     QueueStats,
     Received,
+    Removed,
     check_outgoing,
     check_queue_config,
     check_receive,
     check_visibility_timeout_s,
+    display_text,
+    message_text,
+)
+from conveyor.queues.sqlite_path import (
+    NETWORK_FILESYSTEMS,
+    check_local_filesystem,
+    filesystem_type,
+    is_network_filesystem,
+    path_from_url,
+)
+from conveyor.queues.sqlite_sql import (
+    BURY,
+    CLAIM,
+    DEAD_LETTER_INDEXES,
+    DEAD_LETTERS,
+    DELETE,
+    DELETE_LETTERS,
+    EXPIRE,
+    LETTERS_BEFORE,
+    LETTERS_NEWEST,
+    LETTERS_UNRECONCILED,
+    MARK_RECONCILED,
+    MESSAGES,
+    MESSAGES_INDEX,
+    MOVE_BACK,
+    MOVE_BACK_RETURNING,
+    PURGE_LETTERS,
+    REPAIR_VISIBILITY,
+    SCHEMA_VERSION,
+    UNREADABLE_VISIBILITY,
+    UPGRADE_FROM_1,
 )
 from conveyor.settings import Settings
 
+# Where the database may live is its own module; its names are part of this one's API.
+__all__ = [
+    "NETWORK_FILESYSTEMS",
+    "SCHEMA_VERSION",
+    "SQLiteQueue",
+    "check_local_filesystem",
+    "filesystem_type",
+    "is_network_filesystem",
+    "path_from_url",
+]
+
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
 #: SQS's classic limit; the message envelope stays far below it (claim check).
 DEFAULT_MAX_MESSAGE_BYTES = 262_144
 #: How long one statement waits for another process's write lock before retrying.
@@ -40,165 +90,15 @@ DEFAULT_BUSY_TIMEOUT_S = 5.0
 _ATTEMPTS = 4
 #: Leases per statement in a batch call (SQLite allows 32,766 parameters per statement).
 _CHUNK = 500
+#: SQS keeps dead letters 14 days at most; so does the SQLite queue, by default.
+DEFAULT_DEAD_LETTER_RETENTION_S = 14 * 86400.0
+#: Seconds between two retention passes of one open queue (one also runs on open).
+RETENTION_EVERY_S = 3600.0
+#: Dead letters deleted per transaction by retention and purges (writers wait no longer).
+_DELETE_BATCH = 1000
 #: A long poll checks for changes after this pause, doubling up to the ceiling.
 _POLL_FIRST_S = 0.005
 _POLL_MAX_S = 0.05
-
-#: Filesystem types on which SQLite's locking is unsafe (network and cluster filesystems;
-#: Amazon EFS mounts as nfs4).
-NETWORK_FILESYSTEMS = frozenset(
-    {
-        "nfs",
-        "nfs4",
-        "cifs",
-        "smb3",
-        "smbfs",
-        "ncpfs",
-        "afs",
-        "coda",
-        "ceph",
-        "glusterfs",
-        "lustre",
-        "gpfs",
-        "beegfs",
-        "ocfs2",
-        "gfs2",
-        "fuse.sshfs",
-        "fuse.s3fs",
-        "fuse.gcsfuse",
-        "fuse.rclone",
-        "fuse.glusterfs",
-        "fuse.ceph-fuse",
-        "fuse.mountpoint-s3",
-        "fuse.juicefs",
-    }
-)
-
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS messages (
-        id INTEGER PRIMARY KEY,
-        message_id TEXT NOT NULL,
-        body TEXT NOT NULL,
-        sent_at REAL NOT NULL,
-        visible_at REAL NOT NULL,
-        receive_count INTEGER NOT NULL DEFAULT 0,
-        lease TEXT
-    )""",
-    # Receive takes the head of this index: O(log n) however long the backlog.
-    "CREATE INDEX IF NOT EXISTS messages_by_visible_at ON messages (visible_at)",
-    """CREATE TABLE IF NOT EXISTS dead_letters (
-        id INTEGER PRIMARY KEY,
-        message_id TEXT NOT NULL,
-        body TEXT NOT NULL,
-        sent_at REAL NOT NULL,
-        receive_count INTEGER NOT NULL,
-        reason TEXT,
-        dead_at REAL NOT NULL
-    )""",
-)
-
-# One statement leases up to N visible messages: a fresh random token per message.
-_CLAIM = """
-    UPDATE messages
-    SET visible_at = ?, receive_count = receive_count + 1, lease = lower(hex(randomblob(16)))
-    WHERE id IN (SELECT id FROM messages WHERE visible_at <= ? ORDER BY visible_at LIMIT ?)
-    RETURNING id, message_id, body, lease, receive_count, sent_at
-"""
-
-# Messages received more than max_receive_count times go to the dead-letter table.
-_BURY = """
-    INSERT INTO dead_letters (message_id, body, sent_at, receive_count, reason, dead_at)
-    SELECT message_id, body, sent_at, receive_count - 1, ?, ? FROM messages WHERE id IN ({ids})
-"""
-_DELETE = "DELETE FROM messages WHERE id IN ({ids})"
-
-
-# --- where the database lives ----------------------------------------------------------------
-
-
-def _unescape_mount_path(field: str) -> str:
-    r"""Decode mountinfo's octal escapes (``\040`` for a space, ``\134`` for a backslash)."""
-    out: list[str] = []
-    i = 0
-    while i < len(field):
-        chunk = field[i + 1 : i + 4]
-        if field[i] == "\\" and len(chunk) == 3 and all(c in "01234567" for c in chunk):
-            out.append(chr(int(chunk, 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
-
-
-def filesystem_type(path: str, mountinfo: str) -> str | None:
-    """The type of the filesystem holding absolute ``path``, per ``/proc/self/mountinfo`` text.
-
-    The mount whose mount point is the longest prefix of ``path`` wins; among mounts on the
-    same point, the last one (it hides the earlier ones). Returns None if nothing matches.
-    """
-    best: tuple[int, str] | None = None
-    for line in mountinfo.splitlines():
-        fields = line.split()
-        try:
-            separator = fields.index("-", 6)
-            mount_point, fstype = _unescape_mount_path(fields[4]), fields[separator + 1]
-        except (ValueError, IndexError):
-            continue  # not a mount line
-        root = mount_point.rstrip("/")
-        under = path == mount_point or path.startswith(root + "/")
-        if under and (best is None or len(root) >= best[0]):
-            best = (len(root), fstype)
-    return best[1] if best else None
-
-
-def is_network_filesystem(fstype: str | None) -> bool:
-    """Whether SQLite's file locking is unsafe on this filesystem type."""
-    return fstype is not None and fstype.lower() in NETWORK_FILESYSTEMS
-
-
-def _read_mountinfo() -> str | None:
-    """This process's mount table (Linux), or None where there is none to read."""
-    try:
-        return Path("/proc/self/mountinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return None
-
-
-def check_local_filesystem(path: Path, mountinfo: str | None = None) -> None:
-    """Refuse a database path on a network filesystem, where SQLite's locks do not hold.
-
-    ``path`` need not exist yet: its nearest existing ancestor is checked (symlinks
-    resolved). Without a readable mount table (not Linux) the check passes.
-
-    Raises:
-        ConfigError: the path is on NFS, EFS, SMB/CIFS or a similar filesystem.
-    """
-    text = _read_mountinfo() if mountinfo is None else mountinfo
-    if text is None:
-        return
-    existing = path.absolute()
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    fstype = filesystem_type(os.path.realpath(existing), text)
-    if is_network_filesystem(fstype):
-        raise ConfigError(
-            f"the SQLite queue cannot live on {path} ({fstype}): SQLite's locking is unsafe "
-            "on network filesystems; use an SQS queue there (--queue / CONVEYOR_QUEUE_URL) "
-            "or put queue.db on a local disk"
-        )
-
-
-def path_from_url(url: str) -> Path:
-    """The file named by ``sqlite:///abs/path.db`` (or ``sqlite://rel/path.db``).
-
-    Raises:
-        ConfigError: not a sqlite URL, or it names no file.
-    """
-    prefix = "sqlite://"
-    if not url.startswith(prefix) or not url[len(prefix) :].strip("/"):
-        raise ConfigError(f"bad SQLite queue URL {url!r}: use sqlite:///absolute/path/queue.db")
-    return Path(unquote(url[len(prefix) :])).expanduser()
 
 
 def _is_busy(exc: sqlite3.Error) -> bool:
@@ -229,6 +129,53 @@ def _received(message_id: str, body: str, lease: str, count: int, sent_at: float
     return received
 
 
+def _as_int(value: object) -> int:
+    """A count as stored, whatever was stored (a hand-edited row may hold text)."""
+    if type(value) is int:
+        return value
+    try:
+        return int(value)  # type: ignore[call-overload,no-any-return]
+    except (TypeError, ValueError, OverflowError):
+        return 0
+
+
+def _as_float(value: object) -> float:
+    return float(value) if isinstance(value, int | float) else 0.0
+
+
+def _letter(row: Sequence[object]) -> DeadLetter:
+    """A dead letter from a row read with ``_LETTER_COLUMNS``."""
+    row_id, message_id, body, count, reason, dead_at = row
+    return DeadLetter(
+        message_id=display_text(message_id),
+        body=message_text(body),
+        receive_count=_as_int(count),
+        reason=None if reason is None else display_text(reason),
+        dead_at=_as_float(dead_at),
+        cursor=str(row_id),
+    )
+
+
+def _row_id(cursor: str | None) -> int | None:
+    """The dead-letter row id in a cursor of this queue (None for a letter without one).
+
+    Raises:
+        BadInput: not a cursor of this queue.
+    """
+    if cursor is None:
+        return None
+    if not cursor.isascii() or not cursor.isdigit() or len(cursor) > 19:
+        raise BadInput(f"bad dead-letter cursor {cursor[:40]!r}: use a listed letter's cursor")
+    return int(cursor)
+
+
+def _job_ids(heads: Sequence[object]) -> list[str]:
+    """The job ids in (the first bytes of) message bodies; bodies without one left out."""
+    from conveyor.jobs import job_id_of  # the envelope module, imported only when needed
+
+    return [job_id for raw in heads if (job_id := job_id_of(message_text(raw))) is not None]
+
+
 # --- the queue -------------------------------------------------------------------------------
 
 
@@ -242,9 +189,21 @@ class SQLiteQueue(Queue):
     power loss can lose the last few transactions, and never corrupts the file; a worker
     crash, the failure that matters here, loses nothing.
 
+    Whatever a row holds (text that is not UTF-8, a BLOB, a huge body, text in a number's
+    column), reading it never fails: every column is read as bytes or cast, and bodies are
+    decoded by :func:`~conveyor.queues.base.message_text`. Dead letters are kept
+    ``dead_letter_retention_s`` (14 days by default, like SQS), and carry a ``reconciled``
+    mark (:meth:`unreconciled_dead_letters`).
+
+    The database file is created owner-only (0600; SQLite gives its -wal and -shm files the
+    same mode), and its directory 0700 if this creates it: messages may carry parameters
+    such as tokens.
+
     The instance is thread-safe (one connection behind a lock). FIFO dedup and group ids
     are ignored: this is a standard queue, at-least-once.
     """
+
+    tracks_reconciliation = True
 
     def __init__(
         self,
@@ -254,43 +213,75 @@ class SQLiteQueue(Queue):
         max_receive_count: int = 5,
         busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
         url: str | None = None,
+        create: bool = True,
+        dead_letter_retention_s: float = DEFAULT_DEAD_LETTER_RETENTION_S,
     ) -> None:
-        """Open (creating if needed) the queue database at ``path``.
+        """Open the queue database at ``path``, creating it if ``create``.
 
         Raises:
+            QueueNotFound: ``create`` is False and there is no database at ``path``.
             ConfigError: bad settings, a path on a network filesystem, or a file that
                 cannot be opened as a conveyor queue.
         """
         check_queue_config(visibility_timeout_s, max_receive_count)
+        if not dead_letter_retention_s > 0:
+            raise ConfigError(f"dead-letter retention {dead_letter_retention_s} s must be > 0")
         self.path = Path(path).expanduser().absolute()
         self.url = url or f"sqlite:///{self.path}"
         self.visibility_timeout_s = visibility_timeout_s
         self.max_receive_count = max_receive_count
         self.max_message_bytes = DEFAULT_MAX_MESSAGE_BYTES
+        self.dead_letter_retention_s = dead_letter_retention_s
         self._lock = threading.Lock()
         self._counts: Counter[str] = Counter()
         self._local_writes = 0  # data_version misses this connection's own commits
+        self._retention_due = 0.0  # time.monotonic() of the next retention pass
         check_local_filesystem(self.path)
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(f"cannot create {self.path.parent}: {exc.strerror}") from exc
-        self._conn: sqlite3.Connection | None = self._connect(busy_timeout_s)
+        if create:
+            self._create_file()
+        elif not self.path.is_file():
+            raise QueueNotFound(f"no queue at {self.url}: nothing submitted yet, or a mistyped URL")
+        self._conn: sqlite3.Connection | None = self._connect(busy_timeout_s, create)
+        self._maintain_if_due()
 
     @classmethod
-    def from_url(cls, url: str, settings: Settings) -> SQLiteQueue:
+    def from_url(cls, url: str, settings: Settings, *, create: bool = True) -> SQLiteQueue:
         """Open the queue at ``sqlite:///path``, configured from ``settings``."""
         return cls(
             path_from_url(url),
             visibility_timeout_s=settings.visibility_timeout_s,
             max_receive_count=settings.max_receive_count,
             url=url,
+            create=create,
         )
 
-    def _connect(self, busy_timeout_s: float) -> sqlite3.Connection:
+    def _create_file(self) -> None:
+        """Create the directory (0700) and an empty database file (0600) if missing, so
+        that SQLite opens a file of the right mode (and gives its WAL files that mode)."""
+        directory = self.path.parent
+        try:
+            if not directory.is_dir():
+                directory.parent.mkdir(parents=True, exist_ok=True)
+                directory.mkdir(mode=0o700, exist_ok=True)
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except FileExistsError:
+            return
+        except OSError as exc:
+            raise ConfigError(f"cannot create {self.path}: {exc.strerror}") from exc
+        os.close(fd)
+
+    def _connect(self, busy_timeout_s: float, create: bool) -> sqlite3.Connection:
+        # An existing file only, when not creating: "rw" never creates the database. One
+        # leading slash: "file://x" would name a host.
+        path = "/" + str(self.path).lstrip("/")
+        target = f"file:{quote(path)}?mode={'rwc' if create else 'rw'}"
         try:
             conn = sqlite3.connect(
-                self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+                target,
+                timeout=busy_timeout_s,
+                isolation_level=None,
+                check_same_thread=False,
+                uri=True,
             )
         except sqlite3.Error as exc:
             raise ConfigError(f"cannot open the queue database {self.path}: {exc}") from exc
@@ -325,10 +316,21 @@ class SQLiteQueue(Queue):
         return version
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
-        """Create the tables (in a write transaction: several processes may race here)."""
-        if self._schema_version(conn) == SCHEMA_VERSION:
+        """Create or upgrade the tables (in a write transaction: several processes may race
+        here, and the one that comes second finds the work done)."""
+        version = self._schema_version(conn)
+        if version == SCHEMA_VERSION:
             return
-        for statement in _SCHEMA:
+        if version == 0:
+            statements: tuple[str, ...] = (
+                MESSAGES,
+                MESSAGES_INDEX,
+                DEAD_LETTERS,
+                *DEAD_LETTER_INDEXES,
+            )
+        else:
+            statements = UPGRADE_FROM_1
+        for statement in statements:
             conn.execute(statement)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
@@ -421,6 +423,7 @@ class SQLiteQueue(Queue):
             self.visibility_timeout_s if visibility_timeout_s is None else visibility_timeout_s
         )
         deadline = time.monotonic() + wait_s
+        self._maintain_if_due()
         kind: str | None = "receive"  # one long poll is one request
         while True:
             received = self._write(lambda conn: self._claim(conn, max_messages, timeout_s), kind)
@@ -435,20 +438,34 @@ class SQLiteQueue(Queue):
         received: list[Received] = []
         while len(received) < max_messages:
             rows = conn.execute(
-                _CLAIM, (now + timeout_s, now, max_messages - len(received))
+                CLAIM, (now + timeout_s, now, max_messages - len(received))
             ).fetchall()
-            dead = [row[0] for row in rows if row[4] > self.max_receive_count]
-            received.extend(
-                _received(message_id, body, f"{row_id}.{token}", count, sent_at)
-                for row_id, message_id, body, token, count, sent_at in rows
-                if count <= self.max_receive_count
-            )
+            dead: list[int] = []
+            for row_id, message_id, body, token, stored_count, sent_at in rows:
+                count = stored_count if type(stored_count) is int else _as_int(stored_count)
+                if count > self.max_receive_count:
+                    dead.append(row_id)
+                    continue
+                received.append(
+                    _received(
+                        # Bytes, read as such so that no stored value fails to decode.
+                        message_id.decode("utf-8", "replace")
+                        if type(message_id) is bytes
+                        else display_text(message_id),
+                        body.decode("utf-8", "surrogateescape")
+                        if type(body) is bytes
+                        else message_text(body),
+                        f"{row_id}.{token}",
+                        count,
+                        sent_at if type(sent_at) is float else _as_float(sent_at),
+                    )
+                )
             if not dead:
                 break
             marks = ",".join("?" * len(dead))
             reason = f"received {self.max_receive_count} times (max_receive_count)"
-            conn.execute(_BURY.format(ids=marks), (reason, now, *dead))
-            conn.execute(_DELETE.format(ids=marks), dead)
+            conn.execute(BURY.format(ids=marks), (reason, now, *dead))
+            conn.execute(DELETE.format(ids=marks), dead)
         return received
 
     def _wait_for_change(self, deadline: float) -> None:
@@ -595,35 +612,151 @@ class SQLiteQueue(Queue):
     def purge(self) -> int:
         return self._write(lambda conn: conn.execute("DELETE FROM messages").rowcount)
 
+    def purge_jobs(self) -> Removed:
+        """See :meth:`Queue.purge_jobs`: one transaction, read in chunks (a body's first
+        :data:`MAX_LISTED_BODY_BYTES` only: the job id is at its start)."""
+
+        def purge(conn: sqlite3.Connection) -> Removed:
+            count, job_ids = 0, []
+            while True:
+                heads = conn.execute(
+                    "DELETE FROM messages WHERE id IN"
+                    " (SELECT id FROM messages ORDER BY id LIMIT ?)"
+                    " RETURNING substr(CAST(body AS BLOB), 1, ?)",
+                    (_DELETE_BATCH, MAX_LISTED_BODY_BYTES),
+                ).fetchall()
+                count += len(heads)
+                job_ids += _job_ids([head for (head,) in heads])
+                if len(heads) < _DELETE_BATCH:
+                    return Removed(count, job_ids)
+
+        return self._write(purge)
+
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """See :meth:`Queue.dead_letters`: newest first."""
+        return self.dead_letter_page(limit)
+
+    def dead_letter_page(self, limit: int = 100, before: str | None = None) -> list[DeadLetter]:
+        """See :meth:`Queue.dead_letter_page`: a walk down the primary key, newest first."""
+        if limit <= 0:
+            return []
+        below = _row_id(before)
+        sql: str = LETTERS_NEWEST
+        params: tuple[int, ...] = (MAX_LISTED_BODY_BYTES, limit)
+        if below is not None:
+            sql, params = LETTERS_BEFORE, (MAX_LISTED_BODY_BYTES, below, limit)
+        rows = self._read(lambda conn: conn.execute(sql, params).fetchall())
+        return [_letter(row) for row in rows]
+
+    def unreconciled_dead_letters(self, limit: int) -> list[DeadLetter]:
+        """See :meth:`Queue.unreconciled_dead_letters`: read through an index that holds
+        only unreconciled letters, so the cost follows what is new, not the table's size."""
+        if limit <= 0:
+            return []
         rows = self._read(
             lambda conn: conn.execute(
-                "SELECT message_id, body, receive_count, reason FROM dead_letters"
-                " ORDER BY id LIMIT ?",
-                (limit,),
+                LETTERS_UNRECONCILED, (MAX_LISTED_BODY_BYTES, limit)
             ).fetchall()
         )
-        return [DeadLetter(*row) for row in rows]
+        return [_letter(row) for row in rows]
+
+    def mark_reconciled(self, letters: Sequence[DeadLetter]) -> None:
+        ids = [row_id for letter in letters if (row_id := _row_id(letter.cursor)) is not None]
+        if not ids:
+            return
+
+        def mark(conn: sqlite3.Connection) -> None:
+            for start in range(0, len(ids), _CHUNK):
+                chunk = ids[start : start + _CHUNK]
+                conn.execute(MARK_RECONCILED.format(ids=",".join("?" * len(chunk))), chunk)
+
+        self._write(mark)
 
     def redrive(self, limit: int | None = None) -> int:
-        count = -1 if limit is None else limit  # LIMIT -1: no limit
+        return self._move_back(limit, want_ids=False).count
 
-        def move(conn: sqlite3.Connection) -> int:
-            moved = conn.execute(
-                "INSERT INTO messages (message_id, body, sent_at, visible_at)"
-                " SELECT message_id, body, sent_at, ? FROM dead_letters"
-                " WHERE id IN (SELECT id FROM dead_letters ORDER BY id LIMIT ?)",
-                (time.time(), count),
-            ).rowcount
-            conn.execute(
-                "DELETE FROM dead_letters"
-                " WHERE id IN (SELECT id FROM dead_letters ORDER BY id LIMIT ?)",
-                (count,),
-            )
+    def redrive_jobs(self, limit: int | None = None) -> Removed:
+        """See :meth:`Queue.redrive_jobs`: the oldest dead letters first, in one
+        transaction; bodies move inside the database, byte for byte."""
+        return self._move_back(limit, want_ids=True)
+
+    def _move_back(self, limit: int | None, *, want_ids: bool) -> Removed:
+        count = -1 if limit is None else limit  # LIMIT -1: no limit
+        template = MOVE_BACK_RETURNING if want_ids else MOVE_BACK
+
+        def move(conn: sqlite3.Connection) -> Removed:
+            ids = [
+                row_id
+                for (row_id,) in conn.execute(
+                    "SELECT id FROM dead_letters ORDER BY id LIMIT ?", (count,)
+                )
+            ]
+            moved, job_ids = 0, []
+            now = time.time()
+            for start in range(0, len(ids), _CHUNK):
+                chunk = ids[start : start + _CHUNK]
+                marks = ",".join("?" * len(chunk))
+                params: tuple[object, ...] = (now, *chunk)
+                if want_ids:
+                    params += (MAX_LISTED_BODY_BYTES,)
+                cursor = conn.execute(template.format(ids=marks), params)
+                if want_ids:
+                    heads = cursor.fetchall()
+                    moved += len(heads)
+                    job_ids += _job_ids([head for (head,) in heads])
+                else:
+                    moved += cursor.rowcount
+                conn.execute(DELETE_LETTERS.format(ids=marks), chunk)
             self._local_writes += 1
-            return moved
+            return Removed(moved, job_ids if want_ids else None)
 
         return self._write(move)
+
+    def purge_dead_letters(self, older_than_s: float | None = None) -> int:
+        """See :meth:`Queue.purge_dead_letters`: a thousand per transaction."""
+        if older_than_s is not None and not older_than_s >= 0:
+            raise ConfigError(f"bad age {older_than_s!r}: seconds >= 0")
+        cutoff = None if older_than_s is None else time.time() - older_than_s
+        return self._delete_dead_letters(cutoff)
+
+    def _delete_dead_letters(self, cutoff: float | None) -> int:
+        """Delete the dead letters that died before ``cutoff`` (all if None), in batches."""
+        sql, params = (PURGE_LETTERS, ()) if cutoff is None else (EXPIRE, (cutoff,))
+        deleted = 0
+        while True:
+            n = self._write(lambda conn: conn.execute(sql, (*params, _DELETE_BATCH)).rowcount)
+            deleted += n
+            if n < _DELETE_BATCH:
+                return deleted
+
+    def _maintain_if_due(self) -> None:
+        """At most once per ``RETENTION_EVERY_S`` per open queue (and on open): delete
+        the dead letters past their retention, and make visible any message whose
+        visibility time is not a number (written by hand: it would never be received,
+        and would keep ``--until-empty`` workers waiting for ever). Index probes only,
+        unless there is something to do."""
+        now = time.monotonic()
+        if now < self._retention_due:
+            return
+        self._retention_due = now + RETENTION_EVERY_S
+        cutoff = time.time() - self.dead_letter_retention_s
+
+        def probe(conn: sqlite3.Connection) -> tuple[object, object]:
+            expired = conn.execute(
+                "SELECT 1 FROM dead_letters WHERE dead_at < ? LIMIT 1", (cutoff,)
+            ).fetchone()
+            return expired, conn.execute(UNREADABLE_VISIBILITY).fetchone()
+
+        try:
+            expired, unreadable = self._read(probe)
+            if unreadable:
+                self._write(lambda conn: conn.execute(REPAIR_VISIBILITY))
+            if expired:
+                self._delete_dead_letters(cutoff)
+        except QueueError:
+            # Busy or failing: this can wait (the next call tries again); a receive or an
+            # open must not fail for it.
+            self._retention_due = now
 
     def request_counts(self) -> dict[str, int]:
         with self._lock:

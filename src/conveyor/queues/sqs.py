@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 from conveyor.errors import ConfigError, LeaseCapReached, LeaseLost, QueueError
 from conveyor.queues.base import (
@@ -33,8 +33,14 @@ from conveyor.queues.sqs_client import (
     make_client,
     message_counts,
 )
-from conveyor.queues.sqs_dlq import SYSTEM_ATTRIBUTES, DeadLetterQueue
+from conveyor.queues.sqs_dlq import (
+    ATTRIBUTE_BUDGET_BYTES,
+    LEGACY_MAX_MESSAGE_BYTES,
+    SYSTEM_ATTRIBUTES,
+    DeadLetterQueue,
+)
 from conveyor.queues.sqs_leases import CAP_REASON, Lease, LeaseBook, cap_left_s
+from conveyor.queues.sqs_url import parse_queue_url
 from conveyor.settings import Settings
 
 if TYPE_CHECKING:
@@ -52,14 +58,24 @@ log = logging.getLogger(__name__)
 
 #: Visibility that holds a message while it is copied to the dead-letter queue.
 DEAD_LETTER_HOLD_S = 60
-#: SQS's size limit on queues created before 2025, when an old server omits the attribute.
-LEGACY_MAX_MESSAGE_BYTES = 262_144
+
+
+def body_limit_bytes(size_limit_bytes: int) -> int:
+    """The largest body conveyor sends to a queue of this MaximumMessageSize: the limit
+    less room for the attributes a dead letter carries (SQS counts them in the size), so
+    every message sent can later be dead-lettered with its reason. Submitters claim-check
+    above it."""
+    return size_limit_bytes - min(ATTRIBUTE_BUDGET_BYTES, size_limit_bytes // 8)
 
 
 class SQSQueue(Queue):
     """A queue on Amazon SQS. The queue's attributes, read once when it is opened, give
-    ``max_message_bytes`` (MaximumMessageSize), the dead-letter queue and
-    ``max_receive_count`` (RedrivePolicy).
+    ``size_limit_bytes`` (MaximumMessageSize; ``max_message_bytes``, the largest body it
+    takes, leaves room below it for a dead letter's attributes), the dead-letter queue
+    and ``max_receive_count`` (RedrivePolicy).
+
+    The URL is opaque (:mod:`conveyor.queues.sqs_url`): any http(s) URL whose last path
+    segment is the queue's name, sent verbatim as ``QueueUrl``.
 
     Leases are receipt handles. SQS may accept a superseded receipt handle, so this
     instance keeps a book of the leases it handed out: one whose message it received
@@ -86,30 +102,32 @@ class SQSQueue(Queue):
             ConfigError: a bad URL or visibility timeout.
             QueueNotFound, AccessDenied, TransientQueueError: from SQS.
         """
-        path = [part for part in urlsplit(url).path.split("/") if part]
-        if len(path) != 2:
-            raise ConfigError(f"not an SQS queue URL: {url!r} (expected .../<account>/<name>)")
+        parsed = parse_queue_url(url)
         if not 0 < settings.visibility_timeout_s <= MAX_VISIBILITY_TIMEOUT_S:
             raise ConfigError(
                 f"visibility timeout {settings.visibility_timeout_s} s must be within "
                 f"1..{MAX_VISIBILITY_TIMEOUT_S} s (SQS's cap; CONVEYOR_VISIBILITY_TIMEOUT_S)"
             )
         self.url = url
-        self.name = path[1]
+        self.name = parsed.name
         self.visibility_timeout_s = settings.visibility_timeout_s
         self._counter = RequestCounter()
+        self._endpoint = Endpoint.for_queue(parsed, settings)
         if client is None:
-            client = make_client(Endpoint.for_queue(url, settings), self._counter)
+            client = make_client(self._endpoint, self._counter)
         else:
             self._counter.attach(client)
         self._client = client
+        self._regional: dict[str, SQSClient] = {}
+        self._regional_lock = threading.Lock()
         self._book = LeaseBook(clock)
 
         attributes = get_attributes(
             client, url, ["MaximumMessageSize", "RedrivePolicy", "FifoQueue"]
         )
-        self.max_message_bytes = int(attributes.get("MaximumMessageSize", LEGACY_MAX_MESSAGE_BYTES))
-        self.fifo = attributes.get("FifoQueue") == "true" or self.name.endswith(".fifo")
+        self.size_limit_bytes = int(attributes.get("MaximumMessageSize", LEGACY_MAX_MESSAGE_BYTES))
+        self.max_message_bytes = body_limit_bytes(self.size_limit_bytes)
+        self.fifo = attributes.get("FifoQueue") == "true" or parsed.fifo
         self.max_receive_count = settings.max_receive_count
         self.dead_letter_queue: DeadLetterQueue | None = None
         if "RedrivePolicy" in attributes:
@@ -119,7 +137,7 @@ class SQSQueue(Queue):
                 self.max_receive_count = int(policy["maxReceiveCount"])
             except (ValueError, KeyError, TypeError) as exc:
                 raise QueueError(f"unreadable RedrivePolicy on {url}: {exc!r}") from exc
-            self.dead_letter_queue = DeadLetterQueue(client, arn, url, self.fifo)
+            self.dead_letter_queue = DeadLetterQueue(client, arn, url, self.fifo, self._client_for)
         else:
             log.warning(
                 "SQS queue %s has no dead-letter queue: failed jobs cannot be dead-lettered "
@@ -131,6 +149,18 @@ class SQSQueue(Queue):
     def from_url(cls, url: str, settings: Settings) -> SQSQueue:
         """Open the SQS queue at ``url`` (see :func:`conveyor.queues.open_queue`)."""
         return cls(url, settings)
+
+    def _client_for(self, region: str) -> SQSClient:
+        """A client signing for ``region``: this queue's own when it is that region's, else
+        one made once (same endpoint and request counter) for another region's queue."""
+        if region == self._client.meta.region_name:
+            return self._client
+        with self._regional_lock:
+            client = self._regional.get(region)
+            if client is None:
+                client = make_client(self._endpoint.in_region(region), self._counter)
+                self._regional[region] = client
+            return client
 
     # Sending and receiving ---------------------------------------------------------------
 
@@ -144,7 +174,7 @@ class SQSQueue(Queue):
         check_outgoing(messages, self.max_message_bytes)
         entries = [self._send_entry(index, message) for index, message in enumerate(messages)]
         ids = [""] * len(entries)
-        for part in size_chunks(entries, self.max_message_bytes):
+        for part in size_chunks(entries, self.size_limit_bytes):
             ok, failed = run_batch(
                 "SendMessageBatch",
                 self.url,
@@ -371,7 +401,26 @@ class SQSQueue(Queue):
         """See :meth:`Queue.redrive` and :meth:`DeadLetterQueue.move_back`."""
         if self.dead_letter_queue is None:
             return 0
-        return self.dead_letter_queue.move_back(limit, self.max_message_bytes)
+        return self.dead_letter_queue.move_back(limit, self.size_limit_bytes)
+
+    def purge_dead_letters(self, older_than_s: float | None = None) -> int:
+        """PurgeQueue on the dead-letter queue, all of it (SQS deletes dead letters by
+        age itself: the dead-letter queue's MessageRetentionPeriod, 14 days as
+        ``conveyor queue create`` makes it); -1, as SQS does not say how many; 0 when
+        there is no dead-letter queue.
+
+        Raises:
+            ConfigError: an age was given.
+        """
+        if older_than_s is not None:
+            raise ConfigError(
+                "SQS deletes dead letters by age itself (the dead-letter queue's "
+                "MessageRetentionPeriod): purge them all, without --older-than"
+            )
+        if self.dead_letter_queue is None:
+            return 0
+        self.dead_letter_queue.purge()
+        return -1
 
     def request_counts(self) -> dict[str, int]:
         """HTTP requests made to SQS by this instance, retries included, by API action
@@ -380,3 +429,7 @@ class SQSQueue(Queue):
 
     def close(self) -> None:
         self._client.close()
+        with self._regional_lock:
+            for client in self._regional.values():
+                client.close()
+            self._regional.clear()

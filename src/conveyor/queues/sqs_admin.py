@@ -11,6 +11,13 @@ import botocore.exceptions
 from conveyor.errors import ConfigError
 from conveyor.queues.base import MAX_VISIBILITY_TIMEOUT_S
 from conveyor.queues.sqs_client import Endpoint, call, make_client, translate
+from conveyor.queues.sqs_url import (
+    DLQ_SUFFIX,
+    FIFO_SUFFIX,
+    dead_letter_name,
+    parse_queue_arn,
+    parse_queue_url,
+)
 from conveyor.settings import Settings
 
 if TYPE_CHECKING:
@@ -24,17 +31,16 @@ DEAD_LETTER_RETENTION_S = 14 * 24 * 3600
 #: Below 2, one crashed worker would dead-letter a job that never failed.
 MIN_MAX_RECEIVE_COUNT = 2
 LONG_POLL_S = 20
-FIFO_SUFFIX = ".fifo"
-DLQ_SUFFIX = "-dlq"
 
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,80}")
 
-
-def dead_letter_name(name: str) -> str:
-    """``jobs`` → ``jobs-dlq``; ``jobs.fifo`` → ``jobs-dlq.fifo`` (a FIFO queue's DLQ is FIFO)."""
-    if name.endswith(FIFO_SUFFIX):
-        return name.removesuffix(FIFO_SUFFIX) + DLQ_SUFFIX + FIFO_SUFFIX
-    return name + DLQ_SUFFIX
+__all__ = [
+    "DLQ_SUFFIX",
+    "FIFO_SUFFIX",
+    "create_queue",
+    "dead_letter_name",
+    "delete_queue",
+]
 
 
 def _check_name(name: str) -> None:
@@ -145,32 +151,46 @@ def delete_queue(url: str, settings: Settings) -> list[str]:
         The URLs deleted, the queue first.
 
     Raises:
+        ConfigError: not a queue URL, or an unreadable RedrivePolicy.
         QueueNotFound: the queue does not exist.
     """
-    client = make_client(Endpoint.for_queue(url, settings))
+    parsed = parse_queue_url(url)
+    endpoint = Endpoint.for_queue(parsed, settings)
+    clients = [make_client(endpoint)]
     try:
+        client = clients[0]
         attributes = call(
             "GetQueueAttributes",
             url,
             lambda: client.get_queue_attributes(QueueUrl=url, AttributeNames=["RedrivePolicy"]),
         ).get("Attributes", {})
-        dlq_url = None
+        dlq: tuple[SQSClient, str] | None = None
         if "RedrivePolicy" in attributes:
-            arn = str(json.loads(attributes["RedrivePolicy"]).get("deadLetterTargetArn", ""))
-            *_, account, dlq_name = arn.split(":")
-            if dlq_name == dead_letter_name(url.rstrip("/").rsplit("/", 1)[-1]):
+            try:
+                target = json.loads(attributes["RedrivePolicy"])["deadLetterTargetArn"]
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ConfigError(f"unreadable RedrivePolicy on {url}: {exc!r}") from exc
+            arn = parse_queue_arn(str(target))
+            if arn.name == parsed.dead_letter_name:
+                # Looked up in the ARN's own region: it need not be the queue's.
+                if arn.region != client.meta.region_name:
+                    clients.append(make_client(endpoint.in_region(arn.region)))
+                dlq_client = clients[-1]
                 dlq_url = call(
                     "GetQueueUrl",
-                    arn,
-                    lambda: client.get_queue_url(
-                        QueueName=dlq_name, QueueOwnerAWSAccountId=account
+                    str(arn),
+                    lambda: dlq_client.get_queue_url(
+                        QueueName=arn.name, QueueOwnerAWSAccountId=arn.account_id
                     ),
                 )["QueueUrl"]
+                dlq = (dlq_client, dlq_url)
         call("DeleteQueue", url, lambda: client.delete_queue(QueueUrl=url))
         deleted = [url]
-        if dlq_url is not None:
-            call("DeleteQueue", dlq_url, lambda: client.delete_queue(QueueUrl=dlq_url))
+        if dlq is not None:
+            dlq_client, dlq_url = dlq
+            call("DeleteQueue", dlq_url, lambda: dlq_client.delete_queue(QueueUrl=dlq_url))
             deleted.append(dlq_url)
         return deleted
     finally:
-        client.close()
+        for opened in clients:
+            opened.close()

@@ -3,13 +3,11 @@ request counting, and AWS errors translated into conveyor's error tree."""
 
 from __future__ import annotations
 
-import re
 import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import urlsplit
 
 import boto3
 import botocore.exceptions
@@ -24,6 +22,7 @@ from conveyor.errors import (
     TransientQueueError,
 )
 from conveyor.queues.base import MAX_WAIT_S
+from conveyor.queues.sqs_url import QueueUrl, parse_queue_url
 from conveyor.settings import Settings
 
 if TYPE_CHECKING:
@@ -40,11 +39,6 @@ MAX_ATTEMPTS = 5
 #: Region for signing requests to a non-AWS endpoint when none is configured: a local
 #: SQS-compatible server accepts any region, and AWS itself is never reached this way.
 LOCAL_REGION = "us-east-1"
-
-_AWS_HOST = re.compile(
-    r"sqs(?:-fips)?\.(?P<region>[a-z]{2}(?:-[a-z]+)+-\d+)\.(?:amazonaws\.com(?:\.cn)?|api\.aws)"
-)
-_LEGACY_AWS_HOST = re.compile(r"(?P<region>[a-z]{2}(?:-[a-z]+)+-\d+)\.queue\.amazonaws\.com")
 
 _NOT_FOUND = frozenset(
     {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist", "NonExistentQueue"}
@@ -77,15 +71,6 @@ _TRANSIENT = frozenset(
 )
 
 
-def aws_region_of(url: str) -> str | None:
-    """The region named by an AWS SQS queue URL's host, or None for any other host."""
-    host = (urlsplit(url).hostname or "").lower()
-    if host == "queue.amazonaws.com":
-        return "us-east-1"
-    match = _AWS_HOST.fullmatch(host) or _LEGACY_AWS_HOST.fullmatch(host)
-    return match.group("region") if match else None
-
-
 @dataclass(frozen=True)
 class Endpoint:
     """Where and how to reach SQS for one queue URL.
@@ -100,15 +85,24 @@ class Endpoint:
     region: str | None
 
     @classmethod
-    def for_queue(cls, url: str, settings: Settings) -> Endpoint:
-        """Region from an AWS URL, else ``settings.region``; endpoint from the settings,
-        else the URL's own origin when it is not an AWS URL (a local server's queue URL is
-        enough to reach it)."""
-        region = aws_region_of(url)
-        if region is not None:
+    def for_queue(cls, url: str | QueueUrl, settings: Settings) -> Endpoint:
+        """Region from the URL where it names one, else ``settings.region``; endpoint from
+        the settings, else the URL's own origin when it is not AWS's (a local server's queue
+        URL is enough to reach it).
+
+        Raises:
+            ConfigError: not a queue URL.
+        """
+        parsed = parse_queue_url(url) if isinstance(url, str) else url
+        region = parsed.region_or(settings.region)
+        if parsed.aws:
             return cls(settings.endpoint_url, region)
-        parts = urlsplit(url)
-        return cls(settings.endpoint_url or f"{parts.scheme}://{parts.netloc}", settings.region)
+        return cls(settings.endpoint_url or parsed.origin, region)
+
+    def in_region(self, region: str) -> Endpoint:
+        """The same endpoint, signing for ``region`` (another region's queue: AWS routes by
+        region; a local server takes the region from the signature)."""
+        return Endpoint(self.endpoint_url, region)
 
     @classmethod
     def for_settings(cls, settings: Settings) -> Endpoint:

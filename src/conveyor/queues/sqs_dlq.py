@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
+
+import botocore.exceptions
 
 from conveyor.errors import QueueError
 from conveyor.queues.base import MAX_BATCH, DeadLetter
 from conveyor.queues.sqs_batch import chunks, fifo_id, run_batch, size_chunks
-from conveyor.queues.sqs_client import call, message_counts
+from conveyor.queues.sqs_client import call, get_attributes, message_counts
+from conveyor.queues.sqs_url import parse_queue_arn
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.client import SQSClient
@@ -16,6 +21,7 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs.type_defs import (
         ChangeMessageVisibilityBatchRequestEntryTypeDef,
         DeleteMessageBatchRequestEntryTypeDef,
+        MessageAttributeValueTypeDef,
         MessageTypeDef,
         SendMessageBatchRequestEntryTypeDef,
         SendMessageRequestTypeDef,
@@ -26,11 +32,31 @@ log = logging.getLogger(__name__)
 #: Message attributes conveyor puts on a message it dead-letters itself.
 REASON_ATTRIBUTE = "conveyor-reason"
 RECEIVE_COUNT_ATTRIBUTE = "conveyor-receive-count"
-MAX_REASON_CHARS = 1_000
+#: A reason is cut to this many UTF-8 bytes (the ledger keeps it whole).
+MAX_REASON_BYTES = 1_536
+#: Bytes a sender leaves free under the size limit for those attributes: SQS counts every
+#: attribute's name, type and value in the message size. Both attributes at their largest
+#: (a 1,536-byte reason, a 20-digit count) take 1,605 bytes.
+ATTRIBUTE_BUDGET_BYTES = 2_048
+#: The end of a shortened reason.
+ELLIPSIS = "\u2026"
+#: Characters SQS accepts in bodies and string attributes (XML 1.0's), and ANSI escape
+#: sequences (an exception's colours), which are dropped whole rather than mangled.
+_NOT_XML_CHAR = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_ANSI_ESCAPE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-_])")
+_REPLACEMENT = "\ufffd"
+#: Error codes of a message refused for what it holds (too large, invalid characters).
+_CONTENT_ERRORS = frozenset(
+    {"InvalidParameterValue", "InvalidMessageContents", "InvalidAttributeValue"}
+)
 #: Visibility that hides dead letters while they are listed or moved back.
 PEEK_VISIBILITY_S = 30
 #: A long poll asks every SQS server; a short poll (0 s) may miss messages.
 PEEK_WAIT_S = 1
+#: A reason cut shorter than this says nothing: the dead letter goes without it.
+MIN_REASON_CHARS = 16
+#: SQS's size limit on queues created before 2025, when an old server omits the attribute.
+LEGACY_MAX_MESSAGE_BYTES = 262_144
 
 SYSTEM_ATTRIBUTES: list[MessageSystemAttributeNameType] = [
     "ApproximateReceiveCount",
@@ -39,21 +65,100 @@ SYSTEM_ATTRIBUTES: list[MessageSystemAttributeNameType] = [
 ]
 
 
-class DeadLetterQueue:
-    """The dead-letter queue named by a source queue's RedrivePolicy (by ARN)."""
+def sqs_text(text: str) -> str:
+    """``text`` in the characters SQS accepts in a body or string attribute value: ANSI
+    escape sequences dropped, every other character outside XML 1.0's set (control
+    characters, lone surrogates) replaced by U+FFFD. SQS refuses the whole message
+    ("Invalid characters found") otherwise."""
+    return _NOT_XML_CHAR.sub(_REPLACEMENT, _ANSI_ESCAPE.sub("", text))
 
-    def __init__(self, client: SQSClient, arn: str, source_url: str, fifo: bool) -> None:
-        self._client = client
+
+def attributes_bytes(attributes: Mapping[str, MessageAttributeValueTypeDef]) -> int:
+    """The bytes SQS counts in a message's size for these attributes: each name, data type
+    and value, in UTF-8."""
+    return sum(
+        len(name.encode()) + len(value["DataType"].encode()) + len(value["StringValue"].encode())
+        for name, value in attributes.items()
+    )
+
+
+def shorten(text: str, max_bytes: int) -> str:
+    """``text`` cut to at most ``max_bytes`` UTF-8 bytes, never inside a character, ending
+    in an ellipsis when it was cut; empty if not even the ellipsis fits."""
+    data = text.encode()
+    if len(data) <= max_bytes:
+        return text
+    room = max_bytes - len(ELLIPSIS.encode())
+    if room < 0:
+        return ""
+    return data[:room].decode(errors="ignore") + ELLIPSIS
+
+
+def dead_letter_attributes(
+    body: str, reason: str, receive_count: int, max_message_bytes: int
+) -> dict[str, MessageAttributeValueTypeDef]:
+    """The attributes a dead letter carries, made to fit beside ``body`` in
+    ``max_message_bytes``: the receive count and the reason, sanitised and shortened to the
+    room left; without the reason if less than a few characters of it fit, and with
+    neither if even the count does not (the ledger keeps the reason whole anyway)."""
+    count: dict[str, MessageAttributeValueTypeDef] = {
+        RECEIVE_COUNT_ATTRIBUTE: {"DataType": "Number", "StringValue": str(receive_count)}
+    }
+    room = max_message_bytes - len(body.encode("utf-8", "surrogatepass")) - attributes_bytes(count)
+    if room < 0:
+        return {}
+    overhead = len(REASON_ATTRIBUTE) + len("String")
+    clean = sqs_text(reason).strip() or "-"
+    text = shorten(clean, min(MAX_REASON_BYTES, room - overhead))
+    if not text or (text != clean and len(text) < MIN_REASON_CHARS):
+        return count
+    return {REASON_ATTRIBUTE: {"DataType": "String", "StringValue": text}, **count}
+
+
+class DeadLetterQueue:
+    """The dead-letter queue named by a source queue's RedrivePolicy (by ARN).
+
+    Its URL is looked up from the ARN (GetQueueUrl with the ARN's name and account, on a
+    client for the ARN's region), never derived from the source queue's URL: the two may
+    live in different regions, and servers shape their URLs differently.
+    """
+
+    def __init__(
+        self,
+        source_client: SQSClient,
+        arn: str,
+        source_url: str,
+        fifo: bool,
+        client_for: Callable[[str], SQSClient],
+    ) -> None:
+        """Address the dead-letter queue at ``arn`` (nothing is asked of SQS yet).
+
+        Args:
+            source_client: the source queue's client (redrive sends there).
+            arn: the dead-letter queue's ARN.
+            client_for: a client signing for a region (the ARN's).
+
+        Raises:
+            ConfigError: ``arn`` is not an SQS queue ARN.
+        """
+        self._source_client = source_client
         self.arn = arn
+        self._arn = parse_queue_arn(arn)
+        self._client_for = client_for
         self._source_url = source_url
         self._fifo = fifo
         self._url: str | None = None
+        self._max_message_bytes: int | None = None
+
+    @property
+    def _client(self) -> SQSClient:
+        return self._client_for(self._arn.region)
 
     @property
     def url(self) -> str:
         """The queue's URL, looked up from its ARN on first use."""
         if self._url is None:
-            *_, account, name = self.arn.split(":")
+            name, account = self._arn.name, self._arn.account_id
             response = call(
                 "GetQueueUrl",
                 self.arn,
@@ -62,6 +167,16 @@ class DeadLetterQueue:
             self._url = response["QueueUrl"]
         return self._url
 
+    @property
+    def max_message_bytes(self) -> int:
+        """The dead-letter queue's own size limit (MaximumMessageSize), read on first use."""
+        if self._max_message_bytes is None:
+            attributes = get_attributes(self._client, self.url, ["MaximumMessageSize"])
+            self._max_message_bytes = int(
+                attributes.get("MaximumMessageSize", LEGACY_MAX_MESSAGE_BYTES)
+            )
+        return self._max_message_bytes
+
     def count(self) -> int:
         """Approximate number of dead letters (visible, being listed, or delayed)."""
         return sum(message_counts(self._client, self.url))
@@ -69,24 +184,37 @@ class DeadLetterQueue:
     def put(
         self, body: str, reason: str, receive_count: int, *, message_id: str, group_id: str | None
     ) -> None:
-        """Send one message here, with why and after how many receives it failed."""
+        """Send one message here, with why and after how many receives it failed.
+
+        The attributes are made to fit the dead-letter queue's size limit beside the body
+        (see :func:`dead_letter_attributes`). Should the server still find the message too
+        large or its characters invalid (it counts differently), it is sent again without
+        attributes: the message must reach this queue; its reason is in the ledger.
+        """
         url = self.url
-        request: SendMessageRequestTypeDef = {
-            "QueueUrl": url,
-            "MessageBody": body,
-            "MessageAttributes": {
-                REASON_ATTRIBUTE: {
-                    "DataType": "String",
-                    "StringValue": reason[:MAX_REASON_CHARS] or "-",
-                },
-                RECEIVE_COUNT_ATTRIBUTE: {"DataType": "Number", "StringValue": str(receive_count)},
-            },
-        }
+        attributes = dead_letter_attributes(body, reason, receive_count, self.max_message_bytes)
+        request: SendMessageRequestTypeDef = {"QueueUrl": url, "MessageBody": body}
+        if attributes:
+            request["MessageAttributes"] = attributes
         if self._fifo:
             request["MessageGroupId"] = group_id or fifo_id(message_id)
             # Retrying a dead-letter of the same message within 5 minutes sends it once.
             request["MessageDeduplicationId"] = fifo_id("dead-letter", message_id)
-        call("SendMessage", url, lambda: self._client.send_message(**request))
+        try:
+            call("SendMessage", url, lambda: self._client.send_message(**request))
+        except QueueError as exc:
+            if "MessageAttributes" not in request or not _refused_content(exc):
+                raise
+            log.warning(
+                "dead-lettering message %s to %s without its reason: %s", message_id, url, exc
+            )
+            del request["MessageAttributes"]
+            call("SendMessage", url, lambda: self._client.send_message(**request))
+
+    def purge(self) -> None:
+        """PurgeQueue: every dead letter goes (SQS allows one purge per 60 s)."""
+        url = self.url
+        call("PurgeQueue", url, lambda: self._client.purge_queue(QueueUrl=url))
 
     def peek(self, limit: int) -> list[DeadLetter]:
         """Up to ``limit`` dead letters, received with a short visibility then released.
@@ -149,7 +277,9 @@ class DeadLetterQueue:
                 "SendMessageBatch",
                 self._source_url,
                 part,
-                lambda e: self._client.send_message_batch(QueueUrl=self._source_url, Entries=e),
+                lambda e: self._source_client.send_message_batch(
+                    QueueUrl=self._source_url, Entries=e
+                ),
             )
             sent.extend(ok)
             problems.update(failed)
@@ -207,6 +337,16 @@ class DeadLetterQueue:
                 log.warning(
                     "a listed dead letter stays hidden for %d s: %s", PEEK_VISIBILITY_S, why
                 )
+
+
+def _refused_content(exc: QueueError) -> bool:
+    """Whether SQS refused a message for its size or characters (not for access, a
+    missing queue or an outage, which sending it again without attributes cannot fix)."""
+    cause = exc.__cause__
+    if not isinstance(cause, botocore.exceptions.ClientError):
+        return False
+    code = str(cause.response.get("Error", {}).get("Code", ""))
+    return code.rsplit(".", 1)[-1] in _CONTENT_ERRORS
 
 
 def _dead_letter_of(message: MessageTypeDef) -> DeadLetter:

@@ -4,13 +4,15 @@
 
 const POLL_MS = 2000;
 // Bottom to top in the stacked chart: finished work at the base, work in progress on top.
-const STACK = ["succeeded", "failed", "retrying", "running", "queued"];
+const STACK = ["succeeded", "failed", "cancelled", "retrying", "running", "queued"];
+const FINISHED = ["succeeded", "failed", "cancelled"];
 const COLORS = {
   queued: "#8795a8",
   running: "#2f7ae5",
   retrying: "#e8a317",
   succeeded: "#16a37a",
   failed: "#e0474c",
+  cancelled: "#6b5b95",
 };
 const SVG_NS = "http://www.w3.org/2000/svg";
 
@@ -55,6 +57,12 @@ function svg(tag, attrs = {}, text = null) {
   return node;
 }
 
+// A job's source file: its name, with the path as given at submit in the tooltip.
+function sourceCell(source) {
+  const name = source ? source.split("/").pop() : "";
+  return el("td", { class: "source", title: source || "" }, name);
+}
+
 function jobLink(jobId) {
   if (!jobId) return el("span", {}, "?");
   const a = el("a", { href: `/jobs/${encodeURIComponent(jobId)}`, class: "mono" }, jobId);
@@ -80,7 +88,10 @@ function renderCards(data) {
   for (const key of parts) {
     setText(`queue-${key.replace("_", "-")}`, q.error ? "?" : fmt(q[key]));
   }
-  setText("where", `${data.storage} · ${data.queue_url}`);
+  setText("where", `ledger ${data.ledger_url} · queue ${data.queue_url}`);
+  const note = $("note");
+  note.hidden = !data.note;
+  note.textContent = data.note ? `The ledger is empty: ${data.note}.` : "";
   const requests = $("requests");
   requests.replaceChildren();
   const kinds = Object.keys(s.queue_requests).sort();
@@ -102,6 +113,7 @@ function renderFailures(data) {
     row.append(
       el("td", { class: "when", title: new Date(f.failed_at * 1000).toISOString() }, clock(f.failed_at)),
       link,
+      sourceCell(f.source),
       el("td", {}, f.task || "?"),
       el("td", { class: "reason" }, f.error || ""),
     );
@@ -109,15 +121,12 @@ function renderFailures(data) {
   }
   $("failures-empty").hidden = data.summary.recent_failures.length > 0;
 
-  const dead = $("dead-letters");
-  dead.replaceChildren();
-  for (const d of data.dead_letters.messages) {
-    const row = el("tr", { "data-job-id": d.job_id || "", "data-message-id": d.message_id });
-    const link = el("td");
-    link.append(jobLink(d.job_id));
-    row.append(link, el("td", {}, d.task || "?"), el("td", {}, fmt(d.receive_count)),
-      el("td", { class: "reason" }, d.reason || ""));
-    dead.append(row);
+  // The first page of dead letters comes with every poll; older pages on request.
+  if (!deadPaged) {
+    $("dead-letters").replaceChildren();
+    appendDeadLetters(data.dead_letters.messages);
+    deadNext = data.dead_letters.next;
+    $("dead-letters-more").hidden = !deadNext;
   }
   const empty = $("dead-letters-empty");
   empty.hidden = data.dead_letters.messages.length > 0;
@@ -127,6 +136,74 @@ function renderFailures(data) {
   } else {
     empty.textContent = "The dead-letter queue is empty.";
   }
+}
+
+function appendDeadLetters(messages) {
+  const dead = $("dead-letters");
+  for (const d of messages) {
+    const row = el("tr", { "data-job-id": d.job_id || "", "data-message-id": d.message_id });
+    const link = el("td");
+    link.append(jobLink(d.job_id));
+    row.append(link, el("td", {}, d.task || "?"), el("td", {}, fmt(d.receive_count)),
+      el("td", { class: "reason" }, d.reason || ""));
+    dead.append(row);
+  }
+}
+
+// --- lists that page: jobs by state, older dead letters ------------------------------------
+
+let jobsNext = null;
+let jobsPaged = false;
+let deadNext = null;
+let deadPaged = false;
+
+async function getJson(url) {
+  const response = await fetch(url, { cache: "no-store" });
+  const data = await response.json();
+  if (!response.ok) throw new Error(data.error || response.statusText);
+  return data;
+}
+
+function jobRow(job) {
+  const row = el("tr", { "data-job-id": job.job_id, "data-state": job.state });
+  const link = el("td");
+  link.append(jobLink(job.job_id));
+  const badge = el("span", { class: `badge badge-${job.state}` }, job.state);
+  const state = el("td");
+  state.append(badge);
+  row.append(
+    el("td", { class: "when", title: new Date(job.updated_at * 1000).toISOString() }, clock(job.updated_at)),
+    link,
+    sourceCell(job.source),
+    el("td", {}, job.task || "?"),
+    state,
+    el("td", {}, fmt(job.attempts)),
+  );
+  return row;
+}
+
+// Loads a page of jobs: the first (replacing the list) or the next one (appended).
+async function loadJobs(next) {
+  const params = new URLSearchParams({ limit: "25" });
+  const state = $("jobs-state").value;
+  if (state) params.set("state", state);
+  if (next) params.set("before", next);
+  const page = await getJson(`/api/jobs?${params}`);
+  const body = $("jobs");
+  if (!next) body.replaceChildren();
+  for (const job of page.jobs) body.append(jobRow(job));
+  jobsNext = page.next;
+  $("jobs-more").hidden = !jobsNext;
+  $("jobs-empty").hidden = body.children.length > 0;
+}
+
+async function loadOlderDeadLetters() {
+  const params = new URLSearchParams({ limit: "50", before: deadNext });
+  const page = await getJson(`/api/dead-letters?${params}`);
+  deadPaged = true;  // the poll stops replacing the list the reader is paging through
+  appendDeadLetters(page.messages);
+  deadNext = page.next;
+  $("dead-letters-more").hidden = !deadNext;
 }
 
 // --- the charts ----------------------------------------------------------------------------
@@ -212,13 +289,14 @@ function drawThroughput(t) {
   const root = $("chart-throughput");
   const buckets = t.times.length - 1;
   const perS = (state, i) => t.finished[state][i] / t.bucket_s;
-  const peak = Math.max(0, ...t.finished.succeeded.map((_, i) => perS("succeeded", i) + perS("failed", i)));
+  const total = (i) => FINISHED.reduce((sum, state) => sum + perS(state, i), 0);
+  const peak = Math.max(0, ...t.finished.succeeded.map((_, i) => total(i)));
   const { chart, x, y } = frame(root, t, peak || 1, false, "jobs finished per second");
   for (let i = 0; i < buckets; i += 1) {
     const left = x(t.times[i]);
     const w = Math.max(1, x(t.times[i + 1]) - left - 1);
     let base = 0;
-    for (const state of ["succeeded", "failed"]) {
+    for (const state of FINISHED) {
       const v = perS(state, i);
       if (v > 0) {
         chart.append(svg("rect", {
@@ -247,6 +325,9 @@ function render(data) {
   renderFailures(data);
   drawStates(data.timeline);
   drawThroughput(data.timeline);
+  const t = data.timeline;
+  const span = t.times[t.times.length - 1] - t.times[0];
+  setText("chart-span", t.narrowed ? `(busy: the last ${age(span)} only)` : "");
   document.body.dataset.generatedAt = String(data.generated_at);
 }
 
@@ -266,10 +347,9 @@ function setLive(ok, message) {
 
 async function poll() {
   try {
-    const response = await fetch("/api/overview", { cache: "no-store" });
-    const data = await response.json();
-    if (!response.ok) throw new Error(data.error || response.statusText);
+    const data = await getJson("/api/overview");
     render(data);
+    if (!jobsPaged) await loadJobs(null);
     setLive(true);
   } catch (error) {
     setLive(false, error.message);
@@ -283,6 +363,18 @@ window.addEventListener("resize", () => {
     drawStates(lastData.timeline);
     drawThroughput(lastData.timeline);
   }
+});
+
+$("jobs-state").addEventListener("change", () => {
+  jobsPaged = false;
+  loadJobs(null).catch((error) => setLive(false, error.message));
+});
+$("jobs-more").addEventListener("click", () => {
+  jobsPaged = true;
+  loadJobs(jobsNext).catch((error) => setLive(false, error.message));
+});
+$("dead-letters-more").addEventListener("click", () => {
+  loadOlderDeadLetters().catch((error) => setLive(false, error.message));
 });
 
 renderLegend();

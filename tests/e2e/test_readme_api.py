@@ -1,0 +1,66 @@
+"""The README's Python example, run exactly as printed against real worker processes."""
+
+from __future__ import annotations
+
+import ast
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.e2e.conftest import QueueEnv
+from tests.e2e.helpers import COMMAND_TIMEOUT_S, workers
+
+PROJECT = Path(__file__).parents[2]
+README = PROJECT / "README.md"
+EXAMPLE_TASK = PROJECT / "examples" / "wordcount_task.py"
+
+
+def readme_example() -> str:
+    """The first Python code block of the README's "Python API" section, as printed."""
+    text = README.read_text(encoding="utf-8")
+    section = text.split("\n### Python API\n", 1)[1].split("\n## ", 1)[0].split("\n### ", 1)[0]
+    match = re.search(r"^```python\n(.*?)^```$", section, re.MULTILINE | re.DOTALL)
+    assert match is not None, "no ```python block in the README's Python API section"
+    return match.group(1)
+
+
+def test_the_readme_names_only_what_the_api_has() -> None:
+    code = readme_example()
+    ast.parse(code)  # it is Python
+    assert "conveyor.connect(" in code
+    assert ".submit_many(" in code
+    assert ".wait(" in code
+
+
+def test_the_readme_python_example_runs_as_printed(queue_env: QueueEnv, tmp_path: Path) -> None:
+    # Given a project as the README describes it: the example task, two text files, and
+    # the example saved beside examples/ as example.py
+    project = tmp_path / "project"
+    (project / "examples").mkdir(parents=True)
+    shutil.copy(EXAMPLE_TASK, project / "examples" / "wordcount_task.py")
+    (project / "notes.txt").write_text("The quick brown fox jumps over the lazy dog.\nThe END\n")
+    (project / "todo.txt").write_text("buy milk, buy bread, call mum, buy milk\n")
+    (project / "example.py").write_text(readme_example())
+    with workers(queue_env.env, queue_env.work) as start:
+        # And two worker processes running (started in the project, as a user would)
+        for _ in range(2):
+            start("--import", str(project / "examples" / "wordcount_task.py"))
+        # When the user runs the example in the same environment
+        done = subprocess.run(
+            [sys.executable, "example.py"],
+            cwd=project,
+            env=queue_env.env,
+            capture_output=True,
+            text=True,
+            timeout=COMMAND_TIMEOUT_S,
+            check=False,
+        )
+    # Then it prints each job's source, state and result
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "notes.txt succeeded {'words': 11, 'distinct': 9, 'rows': 9}",
+        "todo.txt succeeded {'words': 8, 'distinct': 5, 'rows': 2}",
+        "notes.txt succeeded {'words': 5, 'distinct': 5, 'rows': 5}",
+    ]
