@@ -210,7 +210,7 @@ def bench_end_to_end(
     atomically (two fsyncs, milliseconds on a slow disk). The drain's CPU time is the
     worker processes' own."""
     from conveyor.jobs import Job, encode_for_queue, new_job_id
-    from conveyor.ledger import Ledger
+    from conveyor.ledger import default_ledger_url, open_ledger
     from conveyor.queues import Outgoing
     from conveyor.queues.sqlite import SQLiteQueue
     from conveyor.settings import default_queue_url
@@ -221,7 +221,7 @@ def bench_end_to_end(
     tasks = directory / "bench_noop_tasks.py"
     tasks.write_text(NOOP_TASKS)
     store = Storage(storage)
-    ledger = Ledger(store)
+    ledger = open_ledger(default_ledger_url(storage))
     queue = SQLiteQueue(storage / "_conveyor" / "queue.db")
     times: list[float] = []
     try:
@@ -259,16 +259,29 @@ def bench_end_to_end(
         tail = (directory / f"worker-{jobs}.log").read_text(errors="replace")[-2_000:]
         raise RuntimeError(f"conveyor worker exited {done.returncode}: {tail}")
     cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    reader = Ledger(store)
+    from conveyor.jobs import JobState
+
+    reader = open_ledger(default_ledger_url(storage), create=False)
     try:
-        succeeded = reader.summary().counts["succeeded"]
-        records = reader.jobs(limit=jobs)
+        succeeded = reader.counts()[JobState.SUCCEEDED]
+        started, finished = _ledger_span(reader)
     finally:
         reader.close()
-    started = min((r.started_at for r in records if r.started_at is not None), default=0.0)
-    finished = max((r.finished_at for r in records if r.finished_at is not None), default=0.0)
     steady = succeeded / (finished - started) if finished > started else float("nan")
     return EndToEnd(jobs, processes, submit, Rate(jobs, wall_s, cpu_s), succeeded, steady)
+
+
+def _ledger_span(ledger: Any) -> tuple[float, float]:
+    """The first job's start and the last one's finish, paging through the ledger."""
+    started, finished, cursor = float("inf"), 0.0, None
+    while page := ledger.jobs(limit=10_000, before=cursor):
+        for record in page:
+            if record.started_at is not None:
+                started = min(started, record.started_at)
+            if record.finished_at is not None:
+                finished = max(finished, record.finished_at)
+        cursor = page[-1].cursor
+    return (0.0 if started == float("inf") else started), finished
 
 
 # --- the runner's entry point --------------------------------------------------------------

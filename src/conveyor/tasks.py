@@ -198,19 +198,12 @@ class Task(Generic[R]):
         """Submit one job of this task (see ``Client.submit``) through ``client``, or
         through a client configured from the environment (``conveyor.connect()``), opened
         and closed for this call."""
-        if client is not None:
-            return client.submit(
-                input,
-                task=self.name,
-                params=params,
-                seed=seed,
-                output=output,
-                in_storage=in_storage,
-            )
+        from contextlib import nullcontext
+
         from conveyor.client import connect
 
-        with connect() as own:
-            return own.submit(
+        with nullcontext(client) if client is not None else connect() as chosen:
+            return chosen.submit(
                 input,
                 task=self.name,
                 params=params,

@@ -64,6 +64,12 @@ _REPORT_EVERY_S = 30.0
 _FATAL = (ConfigError, QueueNotFound, AccessDenied)
 #: Seconds for which the round's read of the ledger stands in for a read of one job.
 _FRESH_S = 1.0
+#: A job is recorded ``running`` ahead of its turn, with the job before it, only if the
+#: jobs of the round ahead of it are expected to take no longer than this in all: its
+#: ``started_at`` is then early by at most about this much (see ``Worker._plan_ahead``).
+_AHEAD_BUDGET_S = 0.05
+#: How fast a task's expected duration forgets a slow run (halved after each later run).
+_DURATION_DECAY = 0.5
 
 
 def network_filesystem_of(path: Path, mountinfo: str | None = None) -> str | None:
@@ -164,6 +170,9 @@ class _Lease:
     def __init__(self, received: Received, valid_until: float) -> None:
         self.received = received
         self.job: Job | None = None  # set once the message is decoded
+        #: Recorded ``running`` ahead of its turn (with an earlier job of the round), and
+        #: not started yet.
+        self.running_ahead = False
         #: Our own clock's estimate of when the lease expires (last extension + timeout).
         self.valid_until = valid_until
         self.lost = threading.Event()  # set by the main thread, read by the task thread
@@ -308,6 +317,8 @@ class Worker:
         self._stop_seen_at: float | None = None
         self._reported_at = clock()
         self._runner = _TaskRunner()
+        #: Each task's expected duration: its last run, or a recent slow run half-forgotten.
+        self._expected_s: dict[str, float] = {}
         #: Test-only crash points (``CONVEYOR_TEST_CRASH_AT``, read once here); None normally.
         self.faults = FaultPoints.from_env(os.environ)
         #: Records jobs the queue dead-lettered by itself (their worker died) as failed.
@@ -418,6 +429,7 @@ class Worker:
             result.error = f"{type(exc).__name__}: {exc}"
         finally:
             result.interrupted = self._stopping()
+            self._note_not_started(round_)
             result.events.extend(self._release_unstarted(round_))
             result.acked = self._record_and_ack(round_)
         return result
@@ -462,7 +474,7 @@ class Worker:
         """Decode, check, run, publish, record; queue the ack. Raises on any failure."""
         received = lease.received
         try:
-            job = lease.job = decode_from_queue(received.body, self.storage)
+            job = lease.job = lease.job or decode_from_queue(received.body, self.storage)
         except BadInput:
             cancelled = self._cancelled_at_receive(lease, round_)
             if cancelled is not None:
@@ -491,20 +503,106 @@ class Worker:
             round_.acks.append(received.lease)
             return self._emit(Action.SKIPPED, lease)
         self._note_crashed_attempt(lease, record, output_path)
-        round_.defer(self._event(lease, JobState.RUNNING))
-        # With the previous job's deferred success, in one call; a job that cannot be
-        # recorded as running does not run (StorageError: retried later).
-        self._write_records(round_)
+        if lease.running_ahead:
+            lease.running_ahead = False
+        else:
+            self._record_running(lease, round_)
         self._emit(Action.STARTED, lease)
         started = self._clock()
-        task_result = self._execute(func, input_path, output_path, lease, round_)
-        duration_s = self._clock() - started
+        try:
+            task_result = self._execute(func, input_path, output_path, lease, round_)
+        finally:
+            duration_s = self._clock() - started
+            self._learn(job.task, duration_s)
         round_.defer(self._event(lease, JobState.SUCCEEDED, result=task_result))
         if self.faults is not None:
             self._write_records(round_)  # the crash below must find the success recorded
             self.faults.hit(FaultPoint.AFTER_LEDGER, job.job_id)
         round_.acks.append(received.lease)
         return self._emit(Action.SUCCEEDED, lease, duration_s=duration_s, result=task_result)
+
+    def _record_running(self, lease: _Lease, round_: _Round) -> None:
+        """Record the job as running, with the deferred successes of the jobs before it and
+        the ``running`` of the quick jobs after it (:meth:`_plan_ahead`): one transaction.
+
+        A job that cannot be recorded as running does not run: the ``StorageError`` ends
+        its attempt (retried later), and the jobs planned with it are not marked recorded,
+        so each writes its own ``running`` again before it starts.
+        """
+        ahead = self._plan_ahead(lease, round_)
+        round_.defer(self._event(lease, JobState.RUNNING))
+        for other in ahead:
+            round_.defer(self._event(other, JobState.RUNNING))
+        self._write_records(round_)
+        for other in ahead:
+            other.running_ahead = True
+
+    def _plan_ahead(self, lease: _Lease, round_: _Round) -> list[_Lease]:
+        """The jobs of the round right after ``lease``'s to record as running with it.
+
+        A transaction per job cost more than a quick job itself. A job is taken only if it
+        will plainly run (:meth:`_plainly_runs`) and the jobs before it, ``lease``'s
+        included, are expected (from their tasks' recent durations) to take no more than
+        ``_AHEAD_BUDGET_S`` in all: its ``started_at`` is then early by about that much at
+        most. A task not seen yet, or one that was recently slow, ends the plan; so does
+        a stop request. A job planned but never started is recorded ``retrying`` when the
+        round ends (:meth:`_note_not_started`).
+        """
+        assert lease.job is not None
+        spent_s = self._expected_s.get(lease.job.task, math.inf)
+        if spent_s > _AHEAD_BUDGET_S or not round_.read_ok or self._stopping():
+            return []
+        ahead: list[_Lease] = []
+        for other in round_.leases[round_.leases.index(lease) + 1 :]:
+            if not self._plainly_runs(other, round_):
+                break
+            assert other.job is not None
+            ahead.append(other)
+            spent_s += self._expected_s[other.job.task]
+            if spent_s > _AHEAD_BUDGET_S:
+                break
+        return ahead
+
+    def _plainly_runs(self, lease: _Lease, round_: _Round) -> bool:
+        """Whether the lease's job will start when its turn comes, with no ledger read of its
+        own: a first delivery, held, decodable, queued (or unknown) as of the round's read,
+        of a task this worker has run before, with no output published yet."""
+        if lease.lost.is_set() or lease.received.receive_count != 1:
+            return False
+        job = self._decoded(lease)
+        if job is None or job.task not in self._expected_s:
+            return False
+        record = round_.known.get(job.job_id)
+        if record is not None and record.state is not JobState.QUEUED:
+            return False
+        try:
+            return job.output is None or not self.storage.resolve_output(job.output).exists()
+        except BadInput:
+            return False
+
+    def _decoded(self, lease: _Lease) -> Job | None:
+        """The lease's job, decoded now if it was not yet; None if it cannot be (its turn
+        deals with that)."""
+        if lease.job is None:
+            try:
+                lease.job = decode_from_queue(lease.received.body, self.storage)
+            except BadInput:
+                return None
+        return lease.job
+
+    def _learn(self, task: str, duration_s: float) -> None:
+        """Note how long a run of ``task`` took (a slow run is forgotten over a few more)."""
+        before_s = self._expected_s.get(task, 0.0)
+        self._expected_s[task] = max(duration_s, before_s * _DURATION_DECAY)
+
+    def _note_not_started(self, round_: _Round) -> None:
+        """Queue a ``retrying`` event for each job recorded running ahead of its turn that
+        never started (a stop request, a lost lease, a failed round): the ledger must not
+        show it running, nor its next delivery take it for a crashed attempt."""
+        for lease in round_.unstarted:
+            if lease.running_ahead:
+                why = "lease lost" if lease.lost.is_set() else "given back"
+                round_.defer(self._event(lease, JobState.RETRYING, error=f"not started: {why}"))
 
     def _record_of(self, job_id: str) -> JobRecord | None:
         """The ledger's record of exactly this job (never one whose id it only prefixes)."""
@@ -885,7 +983,9 @@ class Worker:
         """Write the round's deferred ledger events in one call; kept for a retry on error.
 
         A job's ``succeeded`` waits in ``round_.records`` and goes out with the next job's
-        ``running`` (or before the round's ack): one ledger call per job, not two.
+        ``running`` (or before the round's ack): one ledger call per job, not two; for quick
+        jobs, whose ``running`` goes out ahead in one call (:meth:`_plan_ahead`), two calls
+        per round.
 
         Raises:
             StorageError: the ledger could not be written.

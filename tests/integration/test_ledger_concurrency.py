@@ -9,8 +9,10 @@ import multiprocessing.queues
 import os
 import random
 import signal
+import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from multiprocessing.synchronize import Barrier
 
 from conveyor.jobs import JobState
@@ -276,7 +278,8 @@ def assert_group_counts_match_rows(url: str) -> None:
     """Every group's kept counts equal a row-by-row count of its jobs."""
     from conveyor.ledger.group_sql import COUNT_COLUMNS, STATES
 
-    rows = raw_sql(url, f"SELECT group_id, {', '.join(COUNT_COLUMNS)} FROM conveyor_groups")
+    sums = ", ".join(f"sum({column})" for column in COUNT_COLUMNS)
+    rows = raw_sql(url, f"SELECT group_id, {sums} FROM conveyor_group_counts GROUP BY group_id")
     kept = {
         (str(group), state.value): int(str(n))
         for group, *counts in rows
@@ -352,3 +355,46 @@ def test_racing_writers_make_each_completion_due_exactly_once(ledger_url: str) -
             assert record.finished_at is not None
     assert_group_counts_match_rows(ledger_url)
     assert_counts_match_rows(ledger_url)
+
+
+def test_the_last_two_ends_racing_make_the_completion_due_once(
+    make_postgres_url: Callable[..., str],
+) -> None:
+    """Two transactions each end one of a group's last two jobs, both counted before either
+    commits: the second to decide must wait for the first and see its count."""
+    import psycopg
+
+    from conveyor.ledger import Completion, group_sql
+    from conveyor.ledger.base import check_event
+    from conveyor.ledger.postgres import _PostgresTx
+
+    url = make_postgres_url()
+    waiting = (
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND wait_event = 'advisory'"
+    )
+    with open_ledger(url) as ledger:
+        ledger.create_group("G", total=2, completion={"job_id": "G-merge", "task": "merge"})
+        ledger.record_many([LedgerEvent(j, Q, group="G") for j in ("A", "B")])
+        first = psycopg.connect(url)
+        try:
+            with first.transaction(), first.cursor() as cur:
+                tx = _PostgresTx(cur)
+                touched = tx.apply([check_event(LedgerEvent("A", S, 1), 0.0)])
+                assert group_sql.settle_all(tx, touched, 1.0) == []  # B is still queued
+                other: list[Completion] = []
+                second = threading.Thread(
+                    target=lambda: other.extend(ledger.record_many([LedgerEvent("B", S, 1)]))
+                )
+                second.start()  # counts B, then waits for the group's lock
+                deadline = time.monotonic() + 10
+                while raw_sql(url, waiting)[0][0] != 1:
+                    assert time.monotonic() < deadline, "the second end never waited"
+                    assert second.is_alive(), "the second end decided without the first's count"
+                    time.sleep(0.02)
+        finally:
+            first.close()
+        second.join(30)
+
+        assert [c.job_id for c in other] == ["G-merge"]
+        assert [c.job_id for c in ledger.due_completions()] == ["G-merge"]

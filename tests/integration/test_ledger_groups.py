@@ -91,7 +91,8 @@ def assert_group_counts_exact(ledger: Ledger, url: str) -> None:
     :meth:`Ledger.group` reads them."""
     from conveyor.ledger.group_sql import COUNT_COLUMNS, STATES
 
-    rows = raw_sql(url, f"SELECT group_id, {', '.join(COUNT_COLUMNS)} FROM conveyor_groups")
+    sums = ", ".join(f"sum({column})" for column in COUNT_COLUMNS)
+    rows = raw_sql(url, f"SELECT group_id, {sums} FROM conveyor_group_counts GROUP BY group_id")
     kept = {
         (str(group_id), state.value): int(str(n))
         for group_id, *counts in rows
@@ -99,7 +100,7 @@ def assert_group_counts_exact(ledger: Ledger, url: str) -> None:
         if n
     }
     assert kept == true_group_counts(url)
-    for (group_id,) in raw_sql(url, "SELECT group_id FROM conveyor_groups"):
+    for (group_id,) in raw_sql(url, "SELECT group_id FROM conveyor_group_counts"):
         record = ledger.group(str(group_id))
         if record is not None:
             assert {s.value: n for s, n in record.counts.items() if n} == {
@@ -551,7 +552,10 @@ def test_prune_takes_finished_groups_with_their_jobs_and_keeps_running_ones(
     assert ledger.history("OLD-000") == []
     assert group_of(ledger, "RUN").counts[S] == 2
     assert all(ledger.get(j) is not None for j in running)
-    assert raw_sql(ledger_url, "SELECT count(*) FROM conveyor_groups")[0][0] == 1
+    assert raw_sql(ledger_url, "SELECT group_id FROM conveyor_groups") == [("RUN",)]
+    assert {g for (g,) in raw_sql(ledger_url, "SELECT group_id FROM conveyor_group_counts")} == {
+        "RUN"
+    }
     assert_all_counts_exact(ledger, ledger_url)
 
     ledger.record_many([LedgerEvent(running[2], S, 1, at=T0 + 40)], now=T0 + 40)
@@ -561,14 +565,18 @@ def test_prune_takes_finished_groups_with_their_jobs_and_keeps_running_ones(
     assert ledger.prune(86400, now=now) == 0
 
 
-def test_prune_takes_the_row_of_a_group_never_created(ledger: Ledger, ledger_url: str) -> None:
+def test_jobs_of_a_group_never_created_are_pruned_as_plain_jobs(
+    ledger: Ledger, ledger_url: str
+) -> None:
     ledger.record_many(LedgerEvent(f"U{n}", Q, at=T0, group="U") for n in range(3))
     ledger.record_many(LedgerEvent(f"U{n}", S, 1, at=T0 + 1) for n in range(3))
+    assert_all_counts_exact(ledger, ledger_url)
 
     assert ledger.prune(60, now=T0 + 30) == 0  # not old enough
     assert ledger.prune(60, now=T0 + 120) == 3
 
-    assert raw_sql(ledger_url, "SELECT count(*) FROM conveyor_groups")[0][0] == 0
+    assert raw_sql(ledger_url, "SELECT count(*) FROM conveyor_group_counts")[0][0] == 0
+    assert_all_counts_exact(ledger, ledger_url)
 
 
 # --- cost ---------------------------------------------------------------------------------------
@@ -591,22 +599,24 @@ def test_every_sqlite_group_query_walks_an_index(tmp_path: Path) -> None:
         for before in (None, (T0, "G01-001"))
     ]
     queries += [
-        group_sql.groups_query(10, None),
         group_sql.groups_query(10, (T0, "G05")),
         (group_sql.SELECT_GROUP, ["G01"]),
         (group_sql.FIND_GROUP_PREFIX, ["G0", "G1", 2]),
         (group_sql.MARK_SENT, [T0, "G01"]),
+        (group_sql.counts_query(2), ["G01", "G02"]),
         (group_sql.BUMP, ["G01", 1, -1, 0, 0, 0, 0, None, None]),
-        (group_sql._SETTLE_READ, ["G01"]),
+        (group_sql._STATE, ["G01"]),
+        (group_sql._COUNTS, ["G01"]),
         (group_sql._FIRST_FAILURE, ["G01", "G01"]),
         (group_sql._FAIL, [T0, "x", "G01"]),
         (group_sql._MAKE_DUE, [T0, "G01"]),
-        (group_sql._OPEN_JOBS, ["G01"]),
+        (group_sql._OPEN_JOBS.format(states="'queued', 'running'", lock=""), ["G01"]),
         (group_sql._COMPLETION_JOB.format(lock=""), ["G01-merge"]),
         (group_sql._PRUNABLE, [T0]),
-        (group_sql._PRUNABLE_UNCREATED, [T0]),
         (group_sql._PRUNE_JOBS, ["G01", 10]),
+        (group_sql._PRUNE_COUNTS, ["G01"]),
         (group_sql._PRUNE_GROUP, ["G01", "G01"]),
+        (group_sql.PRUNE_ORPHAN_COUNTS, ["G01", "G01", "G01"]),
         (schema.PRUNE_JOBS.format(lock=""), [T0, 10]),
     ]
     conn = sqlite3.connect(tmp_path / "ledger.db")
@@ -621,8 +631,13 @@ def test_every_sqlite_group_query_walks_an_index(tmp_path: Path) -> None:
                 or step.startswith("SCAN conveyor_groups")  # a walk of every group
             ]
             assert not full_scans, f"{sql[:80]}... scans a table: {plan}"
-        due = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {group_sql.SQLITE_DUE}", [9])]
-        assert due == ["SCAN conveyor_groups USING INDEX conveyor_groups_due"]  # those only
+        # Walks of an index in its order, stopping at the limit: no sort of every group.
+        for (sql, params), index in (
+            ((group_sql.SQLITE_DUE, [9]), "conveyor_groups_due"),  # a partial index
+            (group_sql.groups_query(10, None), "conveyor_groups_created"),
+        ):
+            plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params)]
+            assert plan == [f"SCAN conveyor_groups USING INDEX {index}"]
     finally:
         conn.close()
 
@@ -643,3 +658,19 @@ def test_jobs_without_a_group_never_touch_the_group_tables(tmp_path: Path) -> No
 
     assert statements
     assert not [s for s in statements if "conveyor_groups" in s]
+
+
+def test_a_failed_group_does_not_reopen_its_redriven_jobs_are_cancelled(
+    ledger: Ledger, ledger_url: str
+) -> None:
+    ids = submit(ledger, "FR", 3)
+    finish(ledger, ids[:1], F, error="boom")
+    assert group_of(ledger, "FR").state is GroupState.FAILED
+
+    assert ledger.redrive(ids[0]) is True
+
+    record = ledger.get(ids[0])
+    assert record is not None
+    assert (record.state, record.error, record.redrives) == (C, "group FR failed", 1)
+    assert group_of(ledger, "FR").state is GroupState.FAILED
+    assert_all_counts_exact(ledger, ledger_url)

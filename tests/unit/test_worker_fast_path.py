@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -33,6 +34,9 @@ class CountingLedger(SQLiteLedger):
         self.gets: list[str] = []
         self.batches: list[list[LedgerEvent]] = []
 
+    def __enter__(self) -> CountingLedger:
+        return self
+
     def get(self, job_id: str) -> Any:
         self.gets.append(job_id)
         return super().get(job_id)
@@ -42,10 +46,10 @@ class CountingLedger(SQLiteLedger):
         self.gets.extend(job_ids)
         return super().get_many(job_ids)
 
-    def record_many(self, events: Any) -> None:
+    def record_many(self, events: Any, **kwargs: Any) -> Any:
         events = list(events)
         self.batches.append(events)
-        super().record_many(events)
+        return super().record_many(events, **kwargs)
 
 
 @dataclass
@@ -144,24 +148,193 @@ def test_tasks_share_one_long_lived_thread(env: Env) -> None:
     assert threads != {threading.get_ident()}  # not the main thread: it heartbeats
 
 
-def test_running_is_recorded_before_the_task_and_one_write_per_job(env: Env) -> None:
-    # Given a round of ten jobs
-    jobs = env.submit(10)
-    # When it runs
-    result = env.worker().run_once()
+def writes(ledger: CountingLedger) -> list[list[tuple[str, JobState]]]:
+    """The ledger's write batches so far, as (job id, state) pairs; then forgets them."""
+    batches = [[(event.job_id, event.state) for event in batch] for batch in ledger.batches]
+    ledger.batches.clear()
+    return batches
+
+
+def test_quick_jobs_are_recorded_running_together_before_they_start(env: Env) -> None:
+    # Given two rounds of ten jobs of a quick task
+    first = [job.job_id for job in env.submit(10)]
+    second = [job.job_id for job in env.submit(10)]
+    worker = env.worker()
+    # When the first round runs
+    result = worker.run_once()
     # Then every task already showed as running to another reader of the ledger
     assert [state for *_, state in env.seen] == [JobState.RUNNING] * 10
-    # And the ledger got one write per job (a job's success goes with the next one's start)
-    assert len(env.ledger.batches) == 11
-    assert [len(batch) for batch in env.ledger.batches] == [1] + [2] * 9 + [1]
+    # And the task's first job, not seen before, was recorded alone; once it proved quick,
+    # the rest of the round went in one write with its success, their successes in another
+    running, succeeded = JobState.RUNNING, JobState.SUCCEEDED
+    assert writes(env.ledger) == [
+        [(first[0], running)],
+        [(first[0], succeeded)] + [(job_id, running) for job_id in first[1:]],
+        [(job_id, succeeded) for job_id in first[1:]],
+    ]
     assert result.acked == 10
+    # And the next round takes two writes in all
+    worker.run_once()
+    assert [state for *_, state in env.seen] == [JobState.RUNNING] * 20
+    assert writes(env.ledger) == [
+        [(job_id, running) for job_id in second],
+        [(job_id, succeeded) for job_id in second],
+    ]
     with open_ledger(default_ledger_url(env.root)) as fresh:
-        records = fresh.get_many(job.job_id for job in jobs)
-    for job in jobs:
-        record = records[job.job_id]
+        records = fresh.get_many(first + second)
+    for job_id in first + second:
+        record = records[job_id]
         assert record.state is JobState.SUCCEEDED
         assert record.started_at is not None and record.finished_at is not None
         assert record.finished_at >= record.started_at
+
+
+def test_slow_jobs_are_recorded_running_one_at_a_time(env: Env) -> None:
+    # Given a task that takes 0.2 s (on the worker's clock), and a round of four jobs
+    @env.registry.task("slow")
+    def slow(ctx: TaskContext) -> None:
+        env.clock.advance(0.2)
+
+    jobs = [Job(task="slow") for _ in range(4)]
+    for job in jobs:
+        env.queue.send(Outgoing(job.to_json()))
+    # When they run
+    env.worker().run_once()
+    # Then each job's `running` was recorded just before it started (its started_at is
+    # honest), with the previous job's success
+    ids = [job.job_id for job in jobs]
+    assert writes(env.ledger) == [
+        [(ids[0], JobState.RUNNING)],
+        *(
+            [(before, JobState.SUCCEEDED), (after, JobState.RUNNING)]
+            for before, after in itertools.pairwise(ids)
+        ),
+        [(ids[-1], JobState.SUCCEEDED)],
+    ]
+
+
+def test_a_slow_job_ends_the_jobs_recorded_ahead_of_their_turn(env: Env) -> None:
+    # Given a worker that has run a quick task and a slow one, then a round of quick, quick,
+    # slow, quick jobs
+    @env.registry.task("slow")
+    def slow(ctx: TaskContext) -> None:
+        env.clock.advance(0.2)
+
+    worker = env.worker()
+    env.submit(1)
+    env.queue.send(Outgoing(Job(task="slow").to_json()))
+    worker.run_once()
+    writes(env.ledger)
+    jobs = [Job(task="probe"), Job(task="probe"), Job(task="slow"), Job(task="probe")]
+    for job in jobs:
+        env.queue.send(Outgoing(job.to_json()))
+    # When the round runs
+    worker.run_once()
+    # Then the slow job was recorded running with the quick ones before it (they end
+    # quickly: its started_at is near enough), but the job after it only when its turn came
+    ids = [job.job_id for job in jobs]
+    running, succeeded = JobState.RUNNING, JobState.SUCCEEDED
+    assert writes(env.ledger) == [
+        [(ids[0], running), (ids[1], running), (ids[2], running)],
+        [(ids[0], succeeded), (ids[1], succeeded), (ids[2], succeeded), (ids[3], running)],
+        [(ids[3], succeeded)],
+    ]
+
+
+def test_jobs_recorded_running_that_never_start_are_recorded_retrying(env: Env) -> None:
+    # Given a worker that knows the task is quick, and a round of three jobs whose first
+    # one gets a stop request while it runs
+    worker = env.worker()
+    env.submit(1)
+    worker.run_once()
+
+    @env.registry.task("stopper")
+    def stopper(ctx: TaskContext) -> None:
+        worker.shutdown.request()
+
+    worker._learn("stopper", 0.0)
+    first = Job(task="stopper")
+    env.queue.send(Outgoing(first.to_json()))
+    rest = env.submit(2)
+    # When the round runs
+    result = worker.run_once()
+    # Then the two jobs recorded running with the first never ran, were given back, and the
+    # ledger says so (not running, which their next delivery would take for a crash)
+    assert result.interrupted
+    assert [event.action for event in result.events] == [
+        Action.SUCCEEDED,
+        Action.RELEASED,
+        Action.RELEASED,
+    ]
+    assert len(env.seen) == 1
+    assert env.queue.stats().visible == 2
+    records = env.ledger.get_many(job.job_id for job in rest)
+    for job in rest:
+        record = records[job.job_id]
+        assert (record.state, record.error) == (JobState.RETRYING, "not started: given back")
+
+
+def test_a_job_recorded_running_whose_lease_is_lost_before_its_turn_is_recorded_retrying(
+    env: Env,
+) -> None:
+    # Given a worker that knows both tasks are quick, and a round of two jobs whose first
+    # one runs past the leases' timeout while another worker takes both messages
+    worker = env.worker()
+    env.submit(1)
+    worker.run_once()
+
+    @env.registry.task("thief")
+    def thief(ctx: TaskContext) -> None:
+        env.clock.advance(VISIBILITY_S + 1)
+        assert len(env.queue.receive(2, 0)) == 2
+
+    worker._learn("thief", 0.0)
+    env.queue.send(Outgoing(Job(task="thief").to_json()))
+    [second] = env.submit(1)
+    # When the round runs
+    result = worker.run_once()
+    # Then neither is acked, the second never ran, and the ledger does not show it running
+    assert [event.action for event in result.events] == [Action.LEASE_LOST]
+    assert result.acked == 0
+    assert len(env.seen) == 1
+    record = env.ledger.get(second.job_id)
+    assert (record.state, record.error) == (JobState.RETRYING, "not started: lease lost")
+
+
+def test_a_job_whose_running_cannot_be_recorded_does_not_run_nor_do_those_planned_with_it(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from conveyor.errors import StorageError
+
+    # Given a worker that knows the task is quick, a round of three jobs, and a ledger
+    # whose first write of the round (the three jobs' `running`) fails
+    worker = env.worker()
+    env.submit(1)
+    worker.run_once()
+    env.seen.clear()
+    jobs = env.submit(3)
+    real = SQLiteLedger.record_many
+    failures = iter([StorageError("database is locked")])
+
+    def flaky(self: SQLiteLedger, events: Any, **kwargs: Any) -> Any:
+        error = next(failures, None)
+        if error is not None:
+            raise error
+        return real(self, events, **kwargs)
+
+    monkeypatch.setattr(SQLiteLedger, "record_many", flaky)
+    # When the round runs
+    result = worker.run_once()
+    # Then the first job did not run (retried later); the next two each wrote their own
+    # `running` again before they ran
+    assert [event.action for event in result.events] == [
+        Action.RETRYING,
+        Action.SUCCEEDED,
+        Action.SUCCEEDED,
+    ]
+    assert [job_id for job_id, *_ in env.seen] == [jobs[1].job_id, jobs[2].job_id]
+    assert [state for *_, state in env.seen] == [JobState.RUNNING] * 2
+    assert env.ledger.get(jobs[0].job_id).state is JobState.RETRYING
 
 
 def test_first_deliveries_read_the_ledger_once_per_round_and_once_per_job(env: Env) -> None:

@@ -440,7 +440,11 @@ class Ledger(abc.ABC):
     jobs ever recorded: counts are maintained in the same transactions as the
     transitions; listings walk an index newest first and page with a cursor.
 
-    Instances are safe to share between threads. Blocking calls, all of them.
+    Instances are safe to share between threads. Blocking calls, all of them: a write
+    waits for others holding the same rows, and a transaction that ends a job of a group
+    (or adds jobs to it) waits, after its job rows, for others deciding the same group (on
+    PostgreSQL; SQLite has one writer at a time anyway). Jobs without a group never wait
+    on groups.
 
     Raises (any method):
         SchemaMismatch: the database was written by a newer conveyor, or needs
@@ -586,7 +590,9 @@ class Ledger(abc.ABC):
         """Reopen a failed job as ``queued`` (``dlq redrive``); the only way back from failed.
 
         The job's attempts restart at 0 and its ``redrives`` count rises; its history keeps
-        the failure.
+        the failure. In a group, it counts as queued again (no longer a failure); a group
+        that already failed does not reopen, so its redriven jobs are cancelled at once.
+        Redriving a group's failed completion job makes the group ``completing`` again.
 
         Returns:
             True if the job was failed and is now queued; False otherwise (unknown, or
@@ -601,6 +607,10 @@ class Ledger(abc.ABC):
 
         Workers honour it: a cancelled job is acked without running when received, and a
         running one is not published. Idempotent for a job already cancelled.
+
+        A cancelled job of a group counts as one of its failures (it may fail the group);
+        a cancelled completion job fails its group. Should the cancel make a completion due
+        (the group's last open job, within its tolerance), :meth:`due_completions` lists it.
 
         Raises:
             JobNotFound: no such job.

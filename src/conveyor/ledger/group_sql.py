@@ -1,23 +1,26 @@
-"""Job groups in SQL, shared by the SQLite and PostgreSQL backends: the group table, the
+"""Job groups in SQL, shared by the SQLite and PostgreSQL backends: the group tables, the
 statements, and the one place where a group's fate is decided (:func:`settle_group`).
 
 A group's counts are kept by the backend in the transaction that moves its jobs (SQLite
-from the batch's before/after snapshots, PostgreSQL in the jobs table's triggers). Every
-decision is then a conditional UPDATE of the group row whose WHERE holds the whole rule
-(``state = 'running' AND every job done AND failures <= tolerated``), so it happens once
-however many transactions race to it: on PostgreSQL the counts' UPDATE holds the group
-row's lock to commit, so the last transaction to count a job sees every other's count.
+from the batch's before/after snapshots, PostgreSQL in the jobs table's triggers), in
+counter rows sharded by writer like the per-task counts, so that writers finishing jobs of
+one group never wait on one another to count. Deciding needs exact totals, so a
+transaction that may decide (it ended a job of the group, or added jobs to it) first takes
+the group's lock (a transaction-scoped advisory lock on PostgreSQL, held to commit; the
+database lock on SQLite), then reads the summed counts: the last such transaction sees
+every other's count. Locks are taken in group id order, after every job row of the batch.
 
 Statements use ``?`` placeholders (and no ``?`` or ``%`` in literals).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import enum
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Protocol
 
-from conveyor.jobs import TERMINAL, JobState
+from conveyor.jobs import JobState
 from conveyor.ledger.base import EventRow, LedgerEvent, check_event
 from conveyor.ledger.groups import (
     Completion,
@@ -27,43 +30,60 @@ from conveyor.ledger.groups import (
     GroupState,
 )
 
-#: The job states, in the order of the group table's count columns.
+#: The job states, in the order of the count columns.
 STATES = tuple(JobState)
 COUNT_COLUMNS = tuple(f"n_{state.value}" for state in STATES)
-_TERMINAL = ", ".join(f"'{state.value}'" for state in sorted(TERMINAL))
-_FAILURES = "(n_failed + n_cancelled)"
-_DONE = "(n_succeeded + n_failed + n_cancelled)"
+#: Counter rows per group on PostgreSQL (a writer bumps the row of its backend).
+GROUP_SHARDS = 64
 #: Rounds of settling in one transaction: a decision's follow-up events (cancels, the
 #: completion job) are applied and settled again; the second round changes nothing.
 _MAX_ROUNDS = 5
 
+
+class Touch(enum.IntFlag):
+    """What a batch did to a group, and so what settling it needs."""
+
+    #: A counted job of the group changed (or may have).
+    COUNTED = 1
+    #: The change may decide the group: a job of it ended, or jobs joined it.
+    DECISIVE = 2
+    #: Its completion job changed.
+    COMPLETION = 4
+
+
 # --- the tables ------------------------------------------------------------------------------
 
 
-def _groups_table(text: str, real: str, job_id: str) -> str:
+def _tables(text: str, real: str, key: str, without_rowid: str) -> list[str]:
     counts = ",\n        ".join(f"{column} bigint NOT NULL DEFAULT 0" for column in COUNT_COLUMNS)
-    return f"""CREATE TABLE conveyor_groups (
-        group_id {job_id} PRIMARY KEY NOT NULL,
-        state {text} NOT NULL DEFAULT 'running',
-        total bigint,
-        tolerate_failures bigint NOT NULL DEFAULT 0,
+    return [
+        f"""CREATE TABLE conveyor_groups (
+        group_id {key} PRIMARY KEY NOT NULL,
+        state {text} NOT NULL,
+        total bigint NOT NULL,
+        tolerate_failures bigint NOT NULL,
         completion_job_id {text},
         completion {text},
         source {text},
-        created_at {real},
+        created_at {real} NOT NULL,
         finished_at {real},
         reason {text},
+        completion_due_at {real},
+        completion_sent_at {real})""",
+        # Rows appear with a group's first counted job, before or after create_group.
+        f"""CREATE TABLE conveyor_group_counts (
+        group_id {key} NOT NULL,
+        shard smallint NOT NULL,
+        {counts},
         first_started_at {real},
         last_finished_at {real},
-        completion_due_at {real},
-        completion_sent_at {real},
-        {counts})"""
+        PRIMARY KEY (group_id, shard)){without_rowid}""",
+    ]
 
 
-# A group's row exists from its first counted job or its creation, whichever comes first:
-# ``created_at`` (and ``total``) stay NULL until create_group, and nothing is decided
-# before. Few indexes, none on the counts, so that PostgreSQL updates the hot row in place.
-_INDEXES = [
+SQLITE_TABLES = _tables("TEXT", "REAL", "TEXT", " WITHOUT ROWID")
+POSTGRES_TABLES = _tables("text", "double precision", 'text COLLATE "C"', "")
+INDEXES = [
     "CREATE INDEX conveyor_groups_created ON conveyor_groups (created_at, group_id)",
     "CREATE INDEX conveyor_groups_upper_id ON conveyor_groups (upper(group_id))",
     """CREATE INDEX conveyor_groups_due ON conveyor_groups (completion_due_at, group_id)
@@ -75,45 +95,48 @@ _INDEXES = [
         WHERE group_id IS NOT NULL""",
 ]
 
-SQLITE_TABLES = [_groups_table("TEXT", "REAL", "TEXT")]
-POSTGRES_TABLES = [_groups_table("text", "double precision", 'text COLLATE "C"')]
-INDEXES = _INDEXES
-
-
-def uncount_deleted(cast: str) -> str:
-    """The statement a jobs delete trigger runs: the deleted job leaves its group's counts
-    (``cast`` turns a boolean into 0/1: "" on SQLite, "::int" on PostgreSQL)."""
-    sets = ", ".join(
-        f"{column} = {column} - (old.state = '{state.value}'){cast}"
-        for column, state in zip(COUNT_COLUMNS, STATES, strict=True)
-    )
-    return f"UPDATE conveyor_groups SET {sets} WHERE group_id = old.group_id"
-
 
 def bump(values: Sequence[str]) -> str:
-    """Add to a group's counts (creating its row if need be): ``values`` are the group id,
-    one delta per state (:data:`STATES`' order), a start time and a finish time (or
-    NULL), as placeholders or expressions."""
+    """Add to a group's counter row: ``values`` are the group id, the shard, one delta per
+    state (:data:`STATES`' order), a start time and a finish time (or NULL), as
+    placeholders or expressions."""
     columns = ", ".join(COUNT_COLUMNS)
-    sets = ", ".join(f"{column} = g.{column} + excluded.{column}" for column in COUNT_COLUMNS)
-    return f"""INSERT INTO conveyor_groups AS g (group_id, {columns}, first_started_at,
-        last_finished_at) VALUES ({", ".join(values)})
-    ON CONFLICT (group_id) DO UPDATE SET {sets},
-        first_started_at = CASE WHEN g.first_started_at IS NULL
-            OR excluded.first_started_at < g.first_started_at
-            THEN excluded.first_started_at ELSE g.first_started_at END,
-        last_finished_at = CASE WHEN g.last_finished_at IS NULL
-            OR excluded.last_finished_at > g.last_finished_at
-            THEN excluded.last_finished_at ELSE g.last_finished_at END"""
+    sets = ", ".join(f"{column} = c.{column} + excluded.{column}" for column in COUNT_COLUMNS)
+    return f"""INSERT INTO conveyor_group_counts AS c (group_id, shard, {columns},
+        first_started_at, last_finished_at) VALUES ({", ".join(values)})
+    ON CONFLICT (group_id, shard) DO UPDATE SET {sets},
+        first_started_at = CASE WHEN c.first_started_at IS NULL
+            OR excluded.first_started_at < c.first_started_at
+            THEN excluded.first_started_at ELSE c.first_started_at END,
+        last_finished_at = CASE WHEN c.last_finished_at IS NULL
+            OR excluded.last_finished_at > c.last_finished_at
+            THEN excluded.last_finished_at ELSE c.last_finished_at END"""
 
 
-#: SQLite's bump, with its values as parameters.
-BUMP = bump(["?"] * (len(STATES) + 3))
+#: SQLite's bump (one counter row per group), with its values as parameters.
+BUMP = bump(["?", "0", *["?"] * len(STATES), "?", "?"])
+
+#: SQLite's delete trigger: a pruned job leaves its group's counts.
+SQLITE_UNCOUNT_TRIGGER = f"""CREATE TRIGGER conveyor_jobs_group_deleted
+    AFTER DELETE ON conveyor_jobs WHEN old.group_id IS NOT NULL AND old.completes = 0 BEGIN
+        UPDATE conveyor_group_counts SET {
+    ", ".join(
+        f"{column} = {column} - (old.state = '{state.value}')"
+        for column, state in zip(COUNT_COLUMNS, STATES, strict=True)
+    )
+} WHERE group_id = old.group_id AND shard = 0;
+    END"""
+
+_SUMS = (
+    ", ".join(f"coalesce(sum({column}), 0)" for column in COUNT_COLUMNS)
+    + ", min(first_started_at), max(last_finished_at)"
+)
 
 # --- deciding -----------------------------------------------------------------------------------
 
-_SETTLE_READ = f"""SELECT state, total, tolerate_failures, created_at, completion_due_at,
-    completion_job_id, {", ".join(COUNT_COLUMNS)} FROM conveyor_groups WHERE group_id = ?"""
+_STATE = """SELECT state, total, tolerate_failures, completion_job_id, completion_due_at
+FROM conveyor_groups WHERE group_id = ?"""
+_COUNTS = f"SELECT {_SUMS} FROM conveyor_group_counts WHERE group_id = ?"
 # The oldest failure of the group (two index seeks), named in its reason.
 _FIRST_FAILURE = f"""SELECT job_id, state, error FROM (
     {
@@ -124,23 +147,15 @@ _FIRST_FAILURE = f"""SELECT job_id, state, error FROM (
         for state in ("failed", "cancelled")
     )
 }) AS firsts ORDER BY updated_at, job_id LIMIT 1"""
-_FAIL = f"""UPDATE conveyor_groups SET state = 'failed', finished_at = ?,
-    reason = {_FAILURES} || ' of ' || total || ' jobs failed, ' || tolerate_failures
-        || ' tolerated; first: ' || ?
-WHERE group_id = ? AND state = 'running' AND created_at IS NOT NULL
-    AND {_FAILURES} > tolerate_failures
-RETURNING group_id"""
-_ALL_DONE = (
-    f"state = 'running' AND created_at IS NOT NULL AND {_DONE} >= total "
-    f"AND {_FAILURES} <= tolerate_failures"
-)
-_SUCCEED = f"""UPDATE conveyor_groups SET state = 'succeeded', finished_at = ?
-WHERE group_id = ? AND {_ALL_DONE} AND completion_job_id IS NULL RETURNING group_id"""
-_MAKE_DUE = f"""UPDATE conveyor_groups SET state = 'completing', completion_due_at = ?
-WHERE group_id = ? AND {_ALL_DONE} AND completion_job_id IS NOT NULL
+_FAIL = """UPDATE conveyor_groups SET state = 'failed', finished_at = ?, reason = ?
+WHERE group_id = ? AND state = 'running' RETURNING group_id"""
+_SUCCEED = """UPDATE conveyor_groups SET state = 'succeeded', finished_at = ?
+WHERE group_id = ? AND state = 'running' AND completion_job_id IS NULL RETURNING group_id"""
+_MAKE_DUE = """UPDATE conveyor_groups SET state = 'completing', completion_due_at = ?
+WHERE group_id = ? AND state = 'running' AND completion_job_id IS NOT NULL
 RETURNING completion, completion_due_at, source"""
-_OPEN_JOBS = """SELECT job_id, attempts FROM conveyor_jobs
-WHERE group_id = ? AND state IN ('queued', 'retrying') AND completes = 0 ORDER BY job_id"""
+_OPEN_JOBS = """SELECT job_id, attempts, state FROM conveyor_jobs
+WHERE group_id = ? AND state IN ({states}) AND completes = 0 ORDER BY job_id{lock}"""
 _COMPLETION_JOB = "SELECT state, error, finished_at FROM conveyor_jobs WHERE job_id = ?{lock}"
 _COMPLETION_SUCCEEDED = """UPDATE conveyor_groups SET state = 'succeeded', reason = NULL,
     finished_at = ?
@@ -156,16 +171,19 @@ WHERE group_id = ? AND state = 'failed' AND completion_due_at IS NOT NULL RETURN
 class Tx(Protocol):
     """One open write transaction of a backend."""
 
-    #: Appended to a SELECT that must lock its row (" FOR UPDATE"; "" where the whole
-    #: database is locked, as SQLite's writer is).
+    #: Appended to a SELECT whose rows must stay as read until commit (" FOR UPDATE"; ""
+    #: where the whole database is locked, as SQLite's writer is).
     lock: str
 
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         """Run one statement (``?`` placeholders); its rows (none for a plain write)."""
 
-    def apply(self, rows: Sequence[EventRow]) -> set[str]:
-        """Apply events by the rank rule, with their counts and history; the groups of
-        the jobs they touched (a superset will do)."""
+    def apply(self, rows: Sequence[EventRow]) -> dict[str, Touch]:
+        """Apply events by the rank rule, with their counts and history; what they did to
+        the groups of their jobs (more than they did will do)."""
+
+    def lock_group(self, group_id: str) -> None:
+        """Hold the group's lock until commit (deciding transactions serialise on it)."""
 
 
 def record_settled(tx: Tx, rows: Sequence[EventRow], now: float) -> list[Completion]:
@@ -173,24 +191,26 @@ def record_settled(tx: Tx, rows: Sequence[EventRow], now: float) -> list[Complet
     return settle_all(tx, tx.apply(rows), now)
 
 
-def settle_all(tx: Tx, touched: Iterable[str], now: float) -> list[Completion]:
+def settle_all(tx: Tx, touched: Mapping[str, Touch], now: float) -> list[Completion]:
     """Settle these groups (in id order), apply what that entails, and settle again until
     nothing more happens; the completions made due."""
     due: list[Completion] = []
-    groups = set(touched)
+    groups = dict(touched)
     for _ in range(_MAX_ROUNDS):
         if not groups:
             return due
         follow: list[EventRow] = []
         for group_id in sorted(groups):
-            events, made = settle_group(tx, group_id, now)
+            events, made = settle_group(tx, group_id, groups[group_id], now)
             follow.extend(events)
             due.extend(made)
-        groups = tx.apply(follow) if follow else set()
+        groups = tx.apply(follow) if follow else {}
     raise AssertionError(f"groups {sorted(groups)} did not settle")
 
 
-def settle_group(tx: Tx, group_id: str, now: float) -> tuple[list[EventRow], list[Completion]]:
+def settle_group(
+    tx: Tx, group_id: str, touch: Touch, now: float
+) -> tuple[list[EventRow], list[Completion]]:
     """Decide what the group's counts and completion job entail, once: fail it (and cancel
     its open jobs), succeed it, make its completion due, or follow its completion job.
 
@@ -198,33 +218,60 @@ def settle_group(tx: Tx, group_id: str, now: float) -> tuple[list[EventRow], lis
         The events to apply next (cancels, the completion job as queued) and the
         completion made due, if it was.
     """
-    found = tx.rows(_SETTLE_READ, (group_id,))
+    if touch & Touch.DECISIVE:
+        tx.lock_group(group_id)
+    found = tx.rows(_STATE, (group_id,))
     if not found:
-        return [], []
-    state, total, tolerate, created_at, due_at, completion_id, *counts = found[0]
-    if created_at is None:
-        return [], []  # jobs recorded before their group: nothing to decide yet
-    n = dict(zip(STATES, (int(c) for c in counts), strict=True))
-    failures = n[JobState.FAILED] + n[JobState.CANCELLED]
-    if state == GroupState.RUNNING:
-        if failures > tolerate:
-            if tx.rows(_FAIL, (now, _first_failure(tx, group_id), group_id)):
-                state = GroupState.FAILED
-        elif n[JobState.SUCCEEDED] + failures >= total:
-            if completion_id is None:
-                tx.rows(_SUCCEED, (now, group_id))
-                return [], []
-            made = tx.rows(_MAKE_DUE, (now, group_id))
-            if made:
-                envelope, made_due_at, source = made[0]
-                completion = Completion.from_stored(group_id, envelope, made_due_at)
-                return [_completion_event(completion, source)], [completion]
+        return [], []  # jobs recorded before their group: counted, nothing to decide yet
+    state, total, tolerate, completion_id, due_at = found[0]
+    if state == GroupState.RUNNING and touch & Touch.DECISIVE:
+        return _decide(
+            tx, group_id, now, total=int(total), tolerate=int(tolerate), completion_id=completion_id
+        )
     events: list[EventRow] = []
-    if state == GroupState.FAILED and n[JobState.QUEUED] + n[JobState.RETRYING] > 0:
-        events.extend(_cancels(tx, group_id, now))
-    if due_at is not None and completion_id is not None:
+    if state == GroupState.FAILED and touch & Touch.COUNTED:
+        events = _cancels(tx, group_id, now, ("queued", "retrying"))
+    if due_at is not None and completion_id is not None and touch & Touch.COMPLETION:
         _follow_completion(tx, group_id, str(state), completion_id)
     return events, []
+
+
+def _decide(
+    tx: Tx, group_id: str, now: float, *, total: int, tolerate: int, completion_id: str | None
+) -> tuple[list[EventRow], list[Completion]]:
+    """Under the group's lock, from its exact counts: fail it, succeed it, or make its
+    completion due (each a conditional UPDATE, so it happens once)."""
+    n = counts_of(tx.rows(_COUNTS, (group_id,))[0])
+    failures = n[JobState.FAILED] + n[JobState.CANCELLED]
+    if failures > tolerate:
+        reason = (
+            f"{failures} of {total} jobs failed, {tolerate} tolerated; "
+            f"first: {_first_failure(tx, group_id)}"
+        )
+        if not tx.rows(_FAIL, (now, reason, group_id)):
+            return [], []
+        # Running jobs too are read, and locked, so that one going back to retrying in a
+        # transaction not yet committed is seen, and cancelled, here.
+        return _cancels(tx, group_id, now, ("queued", "running", "retrying")), []
+    if n[JobState.SUCCEEDED] + failures < total:
+        return [], []
+    if completion_id is None:
+        tx.rows(_SUCCEED, (now, group_id))
+        return [], []
+    made = tx.rows(_MAKE_DUE, (now, group_id))
+    if not made:
+        return [], []
+    envelope, due_at, source = made[0]
+    completion = Completion.from_stored(group_id, envelope, due_at)
+    return [_completion_event(completion, source)], [completion]
+
+
+def counts_of(row: Sequence[Any]) -> dict[JobState, int]:
+    """Counts by state from a row of summed count columns."""
+    counts = dict.fromkeys(STATES, 0)
+    for state, n in zip(STATES, row, strict=False):
+        counts[state] = int(n or 0)
+    return counts
 
 
 def _first_failure(tx: Tx, group_id: str) -> str:
@@ -235,13 +282,16 @@ def _first_failure(tx: Tx, group_id: str) -> str:
     return f"{job_id}: {error or state}"
 
 
-def _cancels(tx: Tx, group_id: str, now: float) -> list[EventRow]:
+def _cancels(tx: Tx, group_id: str, now: float, states: Sequence[str]) -> list[EventRow]:
+    """Cancel events for the group's queued and retrying jobs."""
+    sql = _OPEN_JOBS.format(states=", ".join(f"'{s}'" for s in states), lock=tx.lock)
     reason = f"group {group_id} failed"
     return [
         check_event(
             LedgerEvent(job_id, JobState.CANCELLED, int(attempts), at=now, error=reason), now
         )
-        for job_id, attempts in tx.rows(_OPEN_JOBS, (group_id,))
+        for job_id, attempts, state in tx.rows(sql, (group_id,))
+        if state in (JobState.QUEUED, JobState.RETRYING)
     ]
 
 
@@ -273,23 +323,20 @@ def _follow_completion(tx: Tx, group_id: str, state: str, completion_id: str) ->
 
 # --- creating, marking, pruning -------------------------------------------------------------
 
-_CREATE = """INSERT INTO conveyor_groups AS g (group_id, state, total, tolerate_failures,
+_CREATE = """INSERT INTO conveyor_groups (group_id, state, total, tolerate_failures,
     completion_job_id, completion, source, created_at) VALUES (?, 'running', ?, ?, ?, ?, ?, ?)
-ON CONFLICT (group_id) DO UPDATE SET total = excluded.total,
-    tolerate_failures = excluded.tolerate_failures,
-    completion_job_id = excluded.completion_job_id, completion = excluded.completion,
-    source = excluded.source, created_at = excluded.created_at
-WHERE g.created_at IS NULL"""
+ON CONFLICT (group_id) DO NOTHING"""
 _SPEC = "SELECT total, tolerate_failures, completion_job_id FROM conveyor_groups WHERE group_id = ?"
 
 
 def create_group(tx: Tx, spec: GroupSpec) -> list[Completion]:
-    """Create the group (or fill in the row its early jobs made), check an existing one
-    against ``spec``, and settle it.
+    """Create the group (jobs recorded before it are counted already), check an existing
+    one against ``spec``, and settle it.
 
     Raises:
         GroupConflict: it exists with other settings.
     """
+    tx.lock_group(spec.group_id)
     tx.rows(
         _CREATE,
         (
@@ -309,51 +356,50 @@ def create_group(tx: Tx, spec: GroupSpec) -> list[Completion]:
             f"group {spec.group_id} exists with {total} jobs, {tolerate} tolerated failures "
             f"and completion {completion_id or 'none'}: not recreated with other settings"
         )
-    return settle_all(tx, [spec.group_id], spec.created_at)
+    return settle_all(tx, {spec.group_id: Touch.COUNTED | Touch.DECISIVE}, spec.created_at)
 
 
 MARK_SENT = """UPDATE conveyor_groups SET completion_sent_at = ?
 WHERE group_id = ? AND completion_due_at IS NOT NULL AND completion_sent_at IS NULL
 RETURNING group_id"""
 
-# A group goes once finished before the cutoff; so does the row its jobs made for a group
-# never created, once they all ended before it.
 _PRUNABLE = """SELECT group_id FROM conveyor_groups WHERE finished_at IS NOT NULL
     AND finished_at < ? AND state IN ('succeeded', 'failed') ORDER BY finished_at LIMIT 1"""
-_PRUNABLE_UNCREATED = """SELECT group_id FROM conveyor_groups WHERE created_at IS NULL
-    AND n_queued + n_running + n_retrying = 0 AND coalesce(last_finished_at, 0) < ?
-    ORDER BY created_at, group_id LIMIT 1"""
 _PRUNE_JOBS = """DELETE FROM conveyor_jobs WHERE job_id IN (
     SELECT job_id FROM conveyor_jobs WHERE group_id = ? LIMIT ?) RETURNING job_id"""
+_PRUNE_COUNTS = "DELETE FROM conveyor_group_counts WHERE group_id = ?"
 _PRUNE_GROUP = """DELETE FROM conveyor_groups WHERE group_id = ?
     AND NOT EXISTS (SELECT 1 FROM conveyor_jobs WHERE group_id = ?) RETURNING group_id"""
+#: The counter rows of a group never created, once its last job is gone (its jobs are
+#: pruned as plain jobs).
+PRUNE_ORPHAN_COUNTS = """DELETE FROM conveyor_group_counts WHERE group_id = ?
+    AND NOT EXISTS (SELECT 1 FROM conveyor_groups WHERE group_id = ?)
+    AND NOT EXISTS (SELECT 1 FROM conveyor_jobs WHERE group_id = ?)"""
 
 
 def prune_group_batch(tx: Tx, cutoff: float, limit: int) -> tuple[int, bool]:
-    """Delete up to ``limit`` jobs of one prunable group, and the group once it has none;
-    (jobs deleted, whether to go on)."""
-    found = tx.rows(_PRUNABLE, (cutoff,)) or tx.rows(_PRUNABLE_UNCREATED, (cutoff,))
+    """Delete up to ``limit`` jobs of one group finished before ``cutoff``, and the group
+    once it has none; (jobs deleted, whether to go on)."""
+    found = tx.rows(_PRUNABLE, (cutoff,))
     if not found:
         return 0, False
     group_id = found[0][0]
     deleted = len(tx.rows(_PRUNE_JOBS, (group_id, limit)))
-    gone = bool(tx.rows(_PRUNE_GROUP, (group_id, group_id))) if deleted < limit else False
-    return deleted, bool(deleted or gone)
+    if deleted < limit and tx.rows(_PRUNE_GROUP, (group_id, group_id)):
+        tx.rows(_PRUNE_COUNTS, (group_id,))
+        return deleted, True
+    return deleted, deleted > 0
 
 
 # --- reading ------------------------------------------------------------------------------------
 
 _GROUP_COLUMNS = (
     "group_id, state, total, tolerate_failures, completion_job_id, reason, source, "
-    "created_at, finished_at, first_started_at, last_finished_at, completion_due_at, "
-    f"completion_sent_at, {', '.join(COUNT_COLUMNS)}"
+    "created_at, finished_at, completion_due_at, completion_sent_at"
 )
-SELECT_GROUP = (
-    f"SELECT {_GROUP_COLUMNS} FROM conveyor_groups WHERE group_id = ? AND created_at IS NOT NULL"
-)
+SELECT_GROUP = f"SELECT {_GROUP_COLUMNS} FROM conveyor_groups WHERE group_id = ?"
 FIND_GROUP_PREFIX = """SELECT group_id FROM conveyor_groups
-WHERE upper(group_id) >= ? AND upper(group_id) < ? AND created_at IS NOT NULL
-ORDER BY upper(group_id) LIMIT ?"""
+WHERE upper(group_id) >= ? AND upper(group_id) < ? ORDER BY upper(group_id) LIMIT ?"""
 _DUE = """SELECT group_id, completion, completion_due_at FROM conveyor_groups{hint}
 WHERE state = 'completing' AND completion_sent_at IS NULL
 ORDER BY completion_due_at, group_id LIMIT ?"""
@@ -364,24 +410,37 @@ DUE = _DUE.format(hint="")
 SQLITE_DUE = _DUE.format(hint=" INDEXED BY conveyor_groups_due")
 
 
+def counts_query(count: int) -> str:
+    """The summed counts of ``count`` groups (an index range per group)."""
+    marks = ", ".join("?" * count)
+    return (
+        f"SELECT group_id, {_SUMS} FROM conveyor_group_counts "
+        f"WHERE group_id IN ({marks}) GROUP BY group_id"
+    )
+
+
 def groups_query(limit: int, before: tuple[float, str] | None) -> tuple[str, list[Any]]:
-    """A page of created groups, newest first (a walk of the creation index)."""
-    where = "created_at IS NOT NULL"
+    """A page of groups, newest first (a walk of the creation index)."""
+    where = ""
     params: list[Any] = []
     if before is not None:
-        where += " AND (created_at, group_id) < (?, ?)"
+        where = " WHERE (created_at, group_id) < (?, ?)"
         params.extend(before)
     params.append(limit)
     sql = (
-        f"SELECT {_GROUP_COLUMNS} FROM conveyor_groups WHERE {where} "
+        f"SELECT {_GROUP_COLUMNS} FROM conveyor_groups{where} "
         "ORDER BY created_at DESC, group_id DESC LIMIT ?"
     )
     return sql, params
 
 
-def decode_group(row: Sequence[Any]) -> GroupRecord:
-    """A :class:`GroupRecord` from a row of the group columns."""
-    counts = {state: int(n) for state, n in zip(STATES, row[13:], strict=True)}
+def decode_group(row: Sequence[Any], sums: Sequence[Any] | None) -> GroupRecord:
+    """A :class:`GroupRecord` from a row of the group columns and its summed counts (a
+    ``(counts..., first_started_at, last_finished_at)`` row, None if it has none)."""
+    counts = counts_of(sums or ())
+    first = last = None
+    if sums is not None:
+        first, last = sums[len(STATES)], sums[len(STATES) + 1]
     return GroupRecord(
         group_id=row[0],
         state=GroupState(row[1]),
@@ -393,10 +452,10 @@ def decode_group(row: Sequence[Any]) -> GroupRecord:
         source=row[6],
         created_at=float(row[7]),
         finished_at=_float(row[8]),
-        first_started_at=_float(row[9]),
-        last_finished_at=_float(row[10]),
-        completion_due_at=_float(row[11]),
-        completion_sent_at=_float(row[12]),
+        first_started_at=_float(first),
+        last_finished_at=_float(last),
+        completion_due_at=_float(row[9]),
+        completion_sent_at=_float(row[10]),
     )
 
 

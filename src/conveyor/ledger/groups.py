@@ -94,7 +94,8 @@ def completion_job(group_id: str, fields: Mapping[str, Any], created_at: float) 
         job = Job.from_dict(data)
         size = len(job.to_json())
     except BadMessage as exc:
-        raise BadInput(f"bad completion for group {group_id}: {exc.message}") from None
+        reason = exc.message.removeprefix("bad message: ")
+        raise BadInput(f"bad completion for group {group_id}: {reason}") from None
     if size > MAX_COMPLETION_BYTES:
         raise BadInput(
             f"bad completion for group {group_id}: its envelope is {size} bytes, over "

@@ -23,6 +23,7 @@ from psycopg import errors as pg_errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from conveyor.errors import ConfigError, StorageError, StorageFull
+from conveyor.jobs import TERMINAL
 from conveyor.ledger import schema
 from conveyor.ledger.base import (
     SCHEMA_VERSION,
@@ -31,7 +32,7 @@ from conveyor.ledger.base import (
     check_writer_id,
     new_writer_id,
 )
-from conveyor.ledger.group_sql import Tx
+from conveyor.ledger.group_sql import Touch, Tx
 from conveyor.ledger.sql import SQLLedger, decode_record
 
 T = TypeVar("T")
@@ -57,12 +58,15 @@ def _pg(sql: str) -> str:
     return sql.replace("?", "%s")
 
 
-# Each event returns its job's group (NULL for most): a batch settles the groups it touched,
-# and a batch of jobs without a group pays for nothing more.
-_UPSERT = _pg(schema.UPSERT) + " RETURNING group_id"
-_REDRIVE = _pg(schema.REDRIVE) + " RETURNING group_id"
+# Each event returns its job's group (NULL for most), state and role: a batch settles the
+# groups it touched, and a batch of jobs without a group pays for nothing more.
+_TOUCHED = " RETURNING group_id, state, completes"
+_UPSERT = _pg(schema.UPSERT) + _TOUCHED
+_REDRIVE = _pg(schema.REDRIVE) + _TOUCHED
+#: The first key of the groups' advisory locks (the second is the group id's hash).
+_GROUP_LOCK = 7_301_967
+_TERMINAL = frozenset(state.value for state in TERMINAL)
 _SELECT_JOBS = schema.SELECT_JOBS + "= ANY(%s)"
-_PRUNE_JOBS = _pg(schema.PRUNE_JOBS.format(lock=" FOR UPDATE SKIP LOCKED"))
 
 
 class PostgresLedger(SQLLedger):
@@ -73,6 +77,8 @@ class PostgresLedger(SQLLedger):
     single statements. Thread-safe (the pool hands each thread its own connection); a
     forked child opens its own pool.
     """
+
+    _PRUNE_LOCK = " FOR UPDATE SKIP LOCKED"
 
     def __init__(
         self,
@@ -253,13 +259,6 @@ class PostgresLedger(SQLLedger):
 
         self._run(replace, write=True)
 
-    def _prune_batch(self, cutoff: float, limit: int) -> int:
-        def delete(cur: psycopg.Cursor[Any]) -> int:
-            cur.execute(_PRUNE_JOBS, (cutoff, limit))
-            return cur.rowcount
-
-        return self._run(delete, write=True)
-
     def _prune_writers(self, cutoff: float) -> None:
         self._run(lambda cur: cur.execute(_pg(schema.PRUNE_WRITERS), (cutoff,)), write=True)
 
@@ -302,11 +301,11 @@ class _PostgresTx:
         self._cur.execute(_pg(sql), params)
         return self._cur.fetchall() if self._cur.description else []
 
-    def apply(self, rows: Sequence[EventRow]) -> set[str]:
+    def apply(self, rows: Sequence[EventRow]) -> dict[str, Touch]:
         # Jobs in id order (each job's events keep theirs): concurrent batches then lock
         # the rows they share in the same order, which avoids most deadlocks.
         cur = self._cur
-        touched: set[str] = set()
+        touched: dict[str, Touch] = {}
         for redrive, run in schema.runs(sorted(rows, key=lambda row: row.job_id)):
             if redrive:
                 sql = _REDRIVE
@@ -314,11 +313,26 @@ class _PostgresTx:
             else:
                 sql, params = _UPSERT, [schema.event_params(r) for r in run]
             cur.executemany(sql, params, returning=True)
-            while True:
-                touched.update(group for (group,) in cur.fetchall() if group is not None)
+            for row in run:
+                for group, state, completes in cur.fetchall():
+                    if group is not None:
+                        touch = _touch(state, completes, joining=row.group is not None)
+                        touched[group] = touched.get(group, Touch(0)) | touch
                 if not cur.nextset():
                     break
         return touched
+
+    def lock_group(self, group_id: str) -> None:
+        self._cur.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_GROUP_LOCK, group_id))
+
+
+def _touch(state: str, completes: int, *, joining: bool) -> Touch:
+    """What an event did to its job's group: an end, or a job joining, may decide it."""
+    if completes:
+        return Touch.COMPLETION
+    if joining or state in _TERMINAL:
+        return Touch.COUNTED | Touch.DECISIVE
+    return Touch.COUNTED
 
 
 def _version(conn: psycopg.Connection[Any]) -> int:

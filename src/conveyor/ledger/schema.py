@@ -51,18 +51,19 @@ _SQLITE_V1 = [
     # Insert and update triggers would triple the cost of an event's upsert on SQLite (they
     # turn off its fast path): the backend writes counts and history itself, in the same
     # transaction. Deletes (prune) are rare, so a trigger does that part.
-    f"""CREATE TRIGGER conveyor_jobs_deleted AFTER DELETE ON conveyor_jobs BEGIN
+    """CREATE TRIGGER conveyor_jobs_deleted AFTER DELETE ON conveyor_jobs BEGIN
         UPDATE conveyor_counts SET n = n - 1
             WHERE task = coalesce(old.task, '') AND state = old.state;
         DELETE FROM conveyor_transitions WHERE job_id = old.job_id;
-        {group_sql.uncount_deleted("")} AND old.completes = 0;
     END""",
+    group_sql.SQLITE_UNCOUNT_TRIGGER,
 ]
 
 # A group's counts move from one state (p_minus, or none) to another (p_plus, or none).
 _PG_GROUP_ADD = group_sql.bump(
     [
         "p_group",
+        f"pg_backend_pid() % {group_sql.GROUP_SHARDS}",
         *(
             f"coalesce(p_plus = '{state.value}', false)::int "
             f"- coalesce(p_minus = '{state.value}', false)::int"
@@ -113,9 +114,8 @@ _POSTGRES_V1 = [
         VALUES (coalesce(p_task, ''), p_state, pg_backend_pid() % {COUNT_SHARDS}, p_delta)
         ON CONFLICT (task, state, shard) DO UPDATE SET n = conveyor_counts.n + excluded.n
     $$""",
-    # A group's counts live on its row (not sharded): the transaction that counts a job of
-    # the group holds the row to commit, so the last one to end sees every other's count
-    # and decides the group's fate (see group_sql). Jobs without a group never call it.
+    # A group's counts, sharded by backend like the task counts (see group_sql). Jobs
+    # without a group never call it.
     f"""CREATE FUNCTION conveyor_group_add(p_group text, p_minus text, p_plus text,
         p_started double precision, p_finished double precision)
     RETURNS void LANGUAGE sql AS $$
@@ -163,12 +163,12 @@ _POSTGRES_V1 = [
         {_PG_NOTE_MOVE}
         RETURN NULL;
     END $$""",
-    f"""CREATE FUNCTION conveyor_jobs_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
+    """CREATE FUNCTION conveyor_jobs_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
         PERFORM conveyor_bump(old.task, old.state, -1);
         DELETE FROM conveyor_transitions WHERE job_id = old.job_id;
         IF old.group_id IS NOT NULL AND old.completes = 0 THEN
-            {group_sql.uncount_deleted("::int")};
+            PERFORM conveyor_group_add(old.group_id, old.state, NULL, NULL, NULL);
         END IF;
         RETURN NULL;
     END $$""",
@@ -341,12 +341,15 @@ INSERT_WORKER_STAT = (
 )
 PRUNE_WRITERS = "DELETE FROM conveyor_worker_stats WHERE updated_at < ?"
 #: A terminal job's update time is its finish time; the delete trigger takes its history
-#: and its share of the counts. A group's jobs go with their group (group_sql).
+#: and its share of the counts. A group's jobs go with their group (group_sql); those of a
+#: group never created go as plain jobs.
 PRUNE_JOBS = f"""
 DELETE FROM conveyor_jobs WHERE job_id IN (
     SELECT job_id FROM conveyor_jobs WHERE state IN ({_TERMINAL}) AND updated_at < ?
-        AND group_id IS NULL
+        AND (group_id IS NULL OR NOT EXISTS (
+            SELECT 1 FROM conveyor_groups g WHERE g.group_id = conveyor_jobs.group_id))
     LIMIT ?{{lock}})
+RETURNING group_id
 """
 
 # --- reading ----------------------------------------------------------------------------

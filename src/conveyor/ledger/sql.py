@@ -26,6 +26,8 @@ class SQLLedger(Ledger):
 
     #: The statement listing due completions (SQLite names its index).
     _DUE_SQL = group_sql.DUE
+    #: How a prune locks the jobs it picks ("" where the whole database is locked).
+    _PRUNE_LOCK = ""
 
     @abc.abstractmethod
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
@@ -59,6 +61,17 @@ class SQLLedger(Ledger):
     def _mark_completion_sent(self, group_id: str, at: float) -> bool:
         return self._transaction(lambda tx: bool(tx.rows(group_sql.MARK_SENT, (at, group_id))))
 
+    def _prune_batch(self, cutoff: float, limit: int) -> int:
+        sql = schema.PRUNE_JOBS.format(lock=self._PRUNE_LOCK)
+
+        def delete(tx: Tx) -> int:
+            groups = [group for (group,) in tx.rows(sql, (cutoff, limit))]
+            for group in {group for group in groups if group is not None}:
+                tx.rows(group_sql.PRUNE_ORPHAN_COUNTS, (group, group, group))
+            return len(groups)
+
+        return self._transaction(delete)
+
     def _prune_group_batch(self, cutoff: float, limit: int) -> tuple[int, bool]:
         return self._transaction(lambda tx: group_sql.prune_group_batch(tx, cutoff, limit))
 
@@ -66,7 +79,7 @@ class SQLLedger(Ledger):
 
     def _get_group(self, group_id: str) -> GroupRecord | None:
         rows = self._query(group_sql.SELECT_GROUP, (group_id,))
-        return group_sql.decode_group(rows[0]) if rows else None
+        return self._with_counts(rows)[0] if rows else None
 
     def _find_group_prefix(self, prefix: str, limit: int) -> list[str]:
         low, high = schema.prefix_bounds(prefix)
@@ -75,7 +88,15 @@ class SQLLedger(Ledger):
 
     def _groups(self, limit: int, before: tuple[float, str] | None) -> list[GroupRecord]:
         sql, params = group_sql.groups_query(limit, before)
-        return [group_sql.decode_group(row) for row in self._query(sql, params)]
+        return self._with_counts(self._query(sql, params))
+
+    def _with_counts(self, rows: Sequence[Any]) -> list[GroupRecord]:
+        """Records of these group rows, with their summed counts (one more query)."""
+        if not rows:
+            return []
+        ids = [row[0] for row in rows]
+        sums = {row[0]: row[1:] for row in self._query(group_sql.counts_query(len(ids)), ids)}
+        return [group_sql.decode_group(row, sums.get(row[0])) for row in rows]
 
     def _due_completions(self, limit: int) -> list[Completion]:
         rows = self._query(self._DUE_SQL, (limit,))

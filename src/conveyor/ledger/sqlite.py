@@ -6,11 +6,9 @@ do not hold (use the PostgreSQL ledger there).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sqlite3
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -27,9 +25,10 @@ from conveyor.ledger.base import (
     check_writer_id,
     new_writer_id,
 )
-from conveyor.ledger.group_sql import Tx
+from conveyor.ledger.group_sql import Touch, Tx
 from conveyor.ledger.sql import SQLLedger, decode_record
 from conveyor.queues.sqlite_path import check_local_filesystem, path_from_url
+from conveyor.sqlite_tx import is_busy, write_transaction
 
 T = TypeVar("T")
 
@@ -43,13 +42,6 @@ _IDS_PER_QUERY = 500
 # Connections a forked child inherited: never used or closed there (closing could touch
 # the parent's locks), only kept from the garbage collector.
 _ABANDONED: list[sqlite3.Connection] = []
-
-
-def _is_busy(exc: sqlite3.Error) -> bool:
-    name = getattr(exc, "sqlite_errorname", "") or ""
-    if name:
-        return name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED"))
-    return "locked" in str(exc) or "busy" in str(exc)
 
 
 def _ledger_path(url: str) -> Path:
@@ -224,28 +216,17 @@ class SQLiteLedger(SQLLedger):
     def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``work`` in one write transaction, retried while the database is locked (a
         busy error rolls the whole transaction back, so a retry is always safe)."""
-        pause_s = 0.02
         with self._locked():
-            conn = self._connection()
-            for attempt in range(_ATTEMPTS):
-                if attempt:
-                    time.sleep(pause_s)
-                    pause_s *= 4
-                try:
-                    conn.execute("BEGIN IMMEDIATE")
-                    try:
-                        result = work(conn)
-                        conn.execute("COMMIT")
-                    except BaseException:
-                        if conn.in_transaction:
-                            with contextlib.suppress(sqlite3.Error):
-                                conn.execute("ROLLBACK")
-                        raise
-                    return result
-                except sqlite3.Error as exc:
-                    if not _is_busy(exc):
-                        raise self._error(exc) from exc
-        raise StorageError(f"the ledger database {self.path} stayed locked; retry")
+            return write_transaction(
+                self._connection(),
+                work,
+                attempts=_ATTEMPTS,
+                pause_s=0.02,
+                fail=self._error,
+                locked=lambda: StorageError(
+                    f"the ledger database {self.path} stayed locked; retry"
+                ),
+            )
 
     def _read(self, work: Callable[[sqlite3.Connection], T]) -> T:
         with self._locked():
@@ -262,7 +243,7 @@ class SQLiteLedger(SQLLedger):
         name = getattr(exc, "sqlite_errorname", "") or ""
         if name.startswith("SQLITE_FULL"):
             return StorageFull(f"the ledger database {self.path} is full: free disk space")
-        if _is_busy(exc):
+        if is_busy(exc):
             return StorageError(f"the ledger database {self.path} is locked ({exc}); retry")
         return StorageError(f"the ledger database {self.path} failed: {exc}")
 
@@ -279,10 +260,6 @@ class SQLiteLedger(SQLLedger):
             conn.executemany(schema.INSERT_WORKER_STAT, rows)
 
         self._write(replace)
-
-    def _prune_batch(self, cutoff: float, limit: int) -> int:
-        sql = schema.PRUNE_JOBS.format(lock="")
-        return int(self._write(lambda conn: conn.execute(sql, (cutoff, limit)).rowcount))
 
     def _prune_writers(self, cutoff: float) -> None:
         self._write(lambda conn: conn.execute(schema.PRUNE_WRITERS, (cutoff,)))
@@ -369,8 +346,11 @@ class _SQLiteTx:
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         return self._conn.execute(sql, params).fetchall()
 
-    def apply(self, rows: Sequence[EventRow]) -> set[str]:
+    def apply(self, rows: Sequence[EventRow]) -> dict[str, Touch]:
         return _apply(self._conn, rows)
+
+    def lock_group(self, group_id: str) -> None:
+        """Nothing to do: the transaction holds the database's write lock."""
 
 
 def _snapshot(conn: sqlite3.Connection, job_ids: Sequence[str]) -> dict[str, _Seen]:
@@ -383,7 +363,7 @@ def _snapshot(conn: sqlite3.Connection, job_ids: Sequence[str]) -> dict[str, _Se
     return seen
 
 
-def _apply(conn: sqlite3.Connection, rows: Sequence[EventRow]) -> set[str]:
+def _apply(conn: sqlite3.Connection, rows: Sequence[EventRow]) -> dict[str, Touch]:
     """Apply a batch inside a write transaction; return the groups whose jobs it changed.
 
     The upserts decide every job's row. Triggers would do the rest but make each upsert
@@ -417,14 +397,15 @@ def _apply(conn: sqlite3.Connection, rows: Sequence[EventRow]) -> set[str]:
 
 def _count_groups(
     conn: sqlite3.Connection, before: dict[str, _Seen], after: dict[str, _Seen]
-) -> set[str]:
-    """Move the batch's grouped jobs in their groups' counts; the groups touched.
+) -> dict[str, Touch]:
+    """Move the batch's grouped jobs in their groups' counts; the groups touched (any
+    change may decide: the database is locked, deciding costs no wait).
 
     A job without a group costs one comparison here. A job joining its group (or entering
     a state in it) passes its start and finish times to the group's first start and last
     finish.
     """
-    touched: set[str] = set()
+    touched: dict[str, Touch] = {}
     delta: dict[str, list[int]] = {}
     entering: dict[str, str] = {}
     for job_id, new in after.items():
@@ -438,7 +419,8 @@ def _count_groups(
         ):
             continue
         if new.group is not None:
-            touched.add(new.group)
+            touch = Touch.COMPLETION if new.completes else Touch.COUNTED | Touch.DECISIVE
+            touched[new.group] = touched.get(new.group, Touch(0)) | touch
         for seen, sign in ((old, -1), (new, 1)):
             if seen is not None and seen.counted_in is not None:
                 counts = delta.setdefault(seen.counted_in, [0] * len(group_sql.STATES))

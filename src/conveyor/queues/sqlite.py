@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sqlite3
 import threading
@@ -68,6 +67,7 @@ from conveyor.queues.sqlite_sql import (
     UPGRADE_FROM_1,
 )
 from conveyor.settings import Settings
+from conveyor.sqlite_tx import is_busy, write_transaction
 
 # Where the database may live is its own module; its names are part of this one's API.
 __all__ = [
@@ -99,13 +99,6 @@ _DELETE_BATCH = 1000
 #: A long poll checks for changes after this pause, doubling up to the ceiling.
 _POLL_FIRST_S = 0.005
 _POLL_MAX_S = 0.05
-
-
-def _is_busy(exc: sqlite3.Error) -> bool:
-    name = getattr(exc, "sqlite_errorname", "") or ""
-    if name:
-        return name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED"))
-    return "locked" in str(exc) or "busy" in str(exc)
 
 
 def _split_lease(lease: str) -> tuple[int, str] | None:
@@ -341,28 +334,16 @@ class SQLiteQueue(Queue):
 
         A busy error rolls the whole transaction back, so retrying it is always safe.
         """
-        pause_s = 0.01
-        for attempt in range(_ATTEMPTS):
-            if attempt:
-                time.sleep(pause_s)
-                pause_s *= 4
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    result = work(conn)
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        with contextlib.suppress(sqlite3.Error):
-                            conn.execute("ROLLBACK")
-                    raise
-                return result
-            except sqlite3.OperationalError as exc:
-                if not _is_busy(exc):
-                    raise self._error(exc) from exc
-            except sqlite3.DatabaseError as exc:
-                raise self._error(exc) from exc
-        raise TransientQueueError(f"the queue database {self.path} stayed locked; retry")
+        return write_transaction(
+            conn,
+            work,
+            attempts=_ATTEMPTS,
+            pause_s=0.01,
+            fail=self._error,
+            locked=lambda: TransientQueueError(
+                f"the queue database {self.path} stayed locked; retry"
+            ),
+        )
 
     def _write(
         self, work: Callable[[sqlite3.Connection], T], kind: str | None = None, entries: int = 1
@@ -388,7 +369,7 @@ class SQLiteQueue(Queue):
 
     def _error(self, exc: sqlite3.Error) -> QueueError:
         name = getattr(exc, "sqlite_errorname", "") or ""
-        if _is_busy(exc):
+        if is_busy(exc):
             return TransientQueueError(f"the queue database {self.path} is locked ({exc}); retry")
         if name.startswith("SQLITE_FULL"):
             return QueueError(f"the queue database {self.path} is full: free disk space")
