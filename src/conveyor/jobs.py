@@ -15,6 +15,7 @@ import posixpath
 import re
 import secrets
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -385,6 +386,24 @@ def release_claim(storage: Storage, job_id: str, ref: ClaimRef) -> None:
     with contextlib.suppress(OSError):
         if shared.stat().st_nlink == 1:
             shared.unlink()
+
+
+def release_claims_of(storage: Storage, job_ids: Iterable[str]) -> int:
+    """Remove the claims of jobs known only by id (their messages are gone: ``queue
+    purge``): each job's own name, then the shared file once no job links to it (its
+    name is the hash of the bytes). Returns how many jobs had one. Never raises."""
+    released = 0
+    for job_id in job_ids:
+        own = storage.root / claim_path(job_id)
+        try:
+            data = own.read_bytes()
+        except (OSError, ValueError):
+            continue
+        release_claim(
+            storage, job_id, ClaimRef(claim_path(job_id), hashlib.sha256(data).hexdigest())
+        )
+        released += 1
+    return released
 
 
 def _write_claim(storage: Storage, digest: str, data: bytes) -> None:

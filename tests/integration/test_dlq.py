@@ -392,3 +392,26 @@ def test_dlq_list_reads_hostile_letters(local_env: QueueEnv) -> None:
     assert "\x1b" not in listed
     assert as_json["job_id"] is None and as_json["body"] == '{"\udcff'
     assert open_queue(local_env.queue_url, local_env.settings).dead_letters()[0].body
+
+
+def test_queue_purge_removes_the_claims_of_the_purged_jobs(local_env: QueueEnv) -> None:
+    # Given three claim-checked jobs, two of them sharing one params file
+    from conveyor.client import connect
+
+    big = "x" * (300 * 1024)
+    settings = local_env.settings
+    claims = settings.storage / "_conveyor" / "claims"
+    with connect(
+        storage=settings.storage,
+        queue=settings.resolved_queue_url,
+        ledger=settings.resolved_ledger_url,
+    ) as client:
+        for params in ({"big": big}, {"big": big}, {"big": big, "n": 1}):
+            client.submit(task="csv-process", params=params)
+    assert len(list(claims.iterdir())) == 5  # three own names, two shared files
+
+    # When the queue is purged
+    run("queue", "purge", "--yes", env=local_env.env)
+
+    # Then no claim is left behind
+    assert list(claims.iterdir()) == []

@@ -26,7 +26,7 @@ from conveyor.cli.settings_options import (
     open_configured_queue,
 )
 from conveyor.errors import BadInput, ConfigError, ConveyorError, QueueNotFound
-from conveyor.jobs import TERMINAL, JobState, job_id_of
+from conveyor.jobs import TERMINAL, JobState, job_id_of, release_claims_of
 from conveyor.ledger import Ledger, LedgerEvent, LedgerNotFound
 from conveyor.queues.base import MAX_VISIBILITY_TIMEOUT_S, DeadLetter, Queue
 from conveyor.reconcile import reconcile_dead_letters, reconcile_queue
@@ -168,6 +168,8 @@ def queue_purge(storage: Path, queue_url: str | None, endpoint_url: str | None, 
         cancelled = 0
         if ledger is not None and removed.job_ids:
             cancelled = cancel_purged(ledger, removed.job_ids)
+        if removed.job_ids:
+            release_claims_of(Storage(settings.storage), removed.job_ids)
     if removed.job_ids is None:
         click.echo(
             "purged; the queue does not say which messages it deleted (SQS), so their jobs "
