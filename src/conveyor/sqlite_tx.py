@@ -55,3 +55,18 @@ def write_transaction(
             if not is_busy(exc):
                 raise fail(exc) from exc
     raise locked()
+
+
+def retry_busy(work: Callable[[], T], *, attempts: int = 8, pause_s: float = 0.02) -> T:
+    """Call ``work``, again while SQLite says the database is locked: switching to WAL
+    mode while another process creates the same database fails at once with "database is
+    locked", without waiting on the busy timeout. The last busy error is raised as is."""
+    for attempt in range(attempts):
+        try:
+            return work()
+        except sqlite3.OperationalError as exc:
+            if not is_busy(exc) or attempt == attempts - 1:
+                raise
+        time.sleep(pause_s)
+        pause_s = min(pause_s * 2, 1.0)
+    raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises

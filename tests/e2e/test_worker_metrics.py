@@ -183,6 +183,9 @@ def test_each_worker_process_serves_metrics_on_its_own_port(
                 except OSError:
                     return False
 
-            wait_for(up, what=f"metrics on port {child_port}")
+            try:
+                wait_for(up, timeout_s=60.0, what=f"metrics on port {child_port}")
+            except AssertionError as exc:  # say why: the workers' log has it
+                raise AssertionError(f"{exc}; workers' log:\n{supervisor.log()[-4000:]}") from None
         supervisor.signal(signal.SIGTERM)
         assert supervisor.wait() == EXIT_INTERRUPTED

@@ -28,7 +28,7 @@ from conveyor.ledger.base import (
 from conveyor.ledger.group_sql import Touch, Tx
 from conveyor.ledger.sql import SQLLedger, decode_record
 from conveyor.queues.sqlite_path import check_local_filesystem, path_from_url
-from conveyor.sqlite_tx import is_busy, write_transaction
+from conveyor.sqlite_tx import is_busy, retry_busy, write_transaction
 
 T = TypeVar("T")
 
@@ -169,7 +169,7 @@ class SQLiteLedger(SQLLedger):
         except sqlite3.Error as exc:
             raise ConfigError(f"cannot open the ledger database {self.path}: {exc}") from exc
         try:
-            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            mode = retry_busy(lambda: conn.execute("PRAGMA journal_mode=WAL").fetchone()[0])
             if str(mode).lower() != "wal":
                 raise ConfigError(
                     f"the ledger database {self.path} cannot use WAL mode (got {mode!r}): "
@@ -183,6 +183,9 @@ class SQLiteLedger(SQLLedger):
             conn.execute("PRAGMA cache_size=-32768")
         except sqlite3.DatabaseError as exc:
             conn.close()
+            name = getattr(exc, "sqlite_errorname", "") or ""
+            if is_busy(exc) or name.startswith(("SQLITE_FULL", "SQLITE_IOERR")):
+                raise self._error(exc) from exc  # transient: locked, full or failing disk
             raise ConfigError(f"{self.path} is not a usable ledger database: {exc}") from exc
         except BaseException:
             conn.close()

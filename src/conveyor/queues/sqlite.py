@@ -67,7 +67,7 @@ from conveyor.queues.sqlite_sql import (
     UPGRADE_FROM_1,
 )
 from conveyor.settings import Settings
-from conveyor.sqlite_tx import is_busy, write_transaction
+from conveyor.sqlite_tx import is_busy, retry_busy, write_transaction
 
 # Where the database may live is its own module; its names are part of this one's API.
 __all__ = [
@@ -279,7 +279,7 @@ class SQLiteQueue(Queue):
         except sqlite3.Error as exc:
             raise ConfigError(f"cannot open the queue database {self.path}: {exc}") from exc
         try:
-            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            mode = retry_busy(lambda: conn.execute("PRAGMA journal_mode=WAL").fetchone()[0])
             if str(mode).lower() != "wal":
                 raise ConfigError(
                     f"the queue database {self.path} cannot use WAL mode (got {mode!r}): "
@@ -293,6 +293,9 @@ class SQLiteQueue(Queue):
                 self._run(conn, self._migrate)
         except sqlite3.DatabaseError as exc:
             conn.close()
+            name = getattr(exc, "sqlite_errorname", "") or ""
+            if is_busy(exc) or name.startswith(("SQLITE_FULL", "SQLITE_IOERR")):
+                raise self._error(exc) from exc  # transient: locked, full or failing disk
             raise ConfigError(f"{self.path} is not a usable queue database: {exc}") from exc
         except BaseException:
             conn.close()
