@@ -21,6 +21,7 @@ from pathlib import Path
 from queue import SimpleQueue
 from typing import Protocol
 
+from conveyor.completions import send_completions, send_due_completions
 from conveyor.errors import (
     AccessDenied,
     BadInput,
@@ -35,7 +36,7 @@ from conveyor.errors import (
 from conveyor.events import Action, JobEvent, JobObserver, LogObserver
 from conveyor.faults import FaultPoint, FaultPoints
 from conveyor.jobs import Job, JobState, decode_from_queue, job_id_of, release_claim
-from conveyor.ledger import JobRecord, Ledger, LedgerEvent, open_ledger
+from conveyor.ledger import Completion, JobRecord, Ledger, LedgerEvent, open_ledger
 from conveyor.queues.base import MAX_BATCH, Queue, Received
 from conveyor.reconcile import DeadLetterWatch
 from conveyor.settings import EXIT_INTERRUPTED, EXIT_OK, Settings
@@ -60,6 +61,8 @@ _TICK_S = 0.05
 _LEASE_MARGIN_S = 2.0
 #: Seconds between reports of the queue request counts to the ledger.
 _REPORT_EVERY_S = 30.0
+#: An idle worker sends the group completions left due and unsent at most this often.
+_DUE_POLL_S = 2.0
 #: Queue errors that no retry fixes: they end the worker with exit code 78.
 _FATAL = (ConfigError, QueueNotFound, AccessDenied)
 #: Seconds for which the round's read of the ledger stands in for a read of one job.
@@ -315,6 +318,7 @@ class Worker:
         # "valid" by less than this is extended before publishing (see _confirm).
         self._margin_s = max(_LEASE_MARGIN_S, settings.visibility_timeout_s / 10)
         self._stop_seen_at: float | None = None
+        self._due_polled_at = -math.inf
         self._reported_at = clock()
         self._runner = _TaskRunner()
         #: Each task's expected duration: its last run, or a recent slow run half-forgotten.
@@ -361,6 +365,8 @@ class Worker:
             )
             if policy.should_stop(state):
                 self.dead_letters.poll(final=True)
+                if send_due_completions(self.queue, self.ledger, self.storage):
+                    continue  # a group's completion is queued now: run it before stopping
                 log.info("finished: %d job(s) in %d round(s)", jobs, rounds)
                 return EXIT_OK
             result = self.run_once(policy.receive_limit(state))
@@ -372,6 +378,7 @@ class Worker:
                 self.dead_letters.note_activity()
             elif not result.error and not result.interrupted:
                 self.dead_letters.poll()
+                self._poll_due_completions()
             if self._clock() - self._reported_at >= _REPORT_EVERY_S:
                 self._report_requests()
             if result.interrupted:
@@ -499,7 +506,13 @@ class Worker:
         record = None
         if received.receive_count > 1 or (output_path is not None and published):
             record = self._fresh_record(job.job_id, round_)
-        if record is not None and record.state is JobState.SUCCEEDED and published:
+        # A group's job that succeeded is done even if its output is gone: the group's
+        # completion consumed it (a late duplicate must not write a part again).
+        if (
+            record is not None
+            and record.state is JobState.SUCCEEDED
+            and (published or record.group is not None)
+        ):
             round_.acks.append(received.lease)
             return self._emit(Action.SKIPPED, lease)
         self._note_crashed_attempt(lease, record, output_path)
@@ -674,13 +687,22 @@ class Worker:
         """
         assert lease.job is not None
         if output_path is None:
-            ctx = TaskContext(lease.job, input_path, None, None, lease_check=lease.check)
+            ctx = TaskContext(
+                lease.job, input_path, None, None, lease_check=lease.check, storage=self.storage
+            )
             task_result = self._run_task(func, ctx, lease, round_)
             self._confirm(lease)
             return task_result
         fault = None if self.faults is None else self.faults.storage_hook(lease.job_id)
         with atomic_output(output_path, lambda: self._confirm(lease), fault) as temp:
-            ctx = TaskContext(lease.job, input_path, output_path, temp, lease_check=lease.check)
+            ctx = TaskContext(
+                lease.job,
+                input_path,
+                output_path,
+                temp,
+                lease_check=lease.check,
+                storage=self.storage,
+            )
             return self._run_task(func, ctx, lease, round_)
 
     def _run_task(
@@ -752,7 +774,7 @@ class Worker:
         event = LedgerEvent.for_job(
             lease.job, JobState.RETRYING, attempt=record.attempts, worker=self.name, error=reason
         )
-        self.ledger.record_many([event])
+        self._send_due(self.ledger.record_many([event]))
 
     def _crash_before_ack(self, round_: _Round) -> None:
         """Test-only: crash before the round's ack if ``CONVEYOR_TEST_CRASH_AT`` says so."""
@@ -958,7 +980,7 @@ class Worker:
         """Write a ledger event for the lease's job now (skipped if no job id can be read)."""
         event = self._event(lease, state, error=error, result=result)
         if event is not None:
-            self.ledger.record_many([event])
+            self._send_due(self.ledger.record_many([event]))
 
     def _event(
         self, lease: _Lease, state: JobState, *, error: str | None = None, result: TaskResult = None
@@ -979,6 +1001,20 @@ class Worker:
             return LedgerEvent(lease.job_id, state, attempt, at=now, worker=self.name, error=error)
         return None
 
+    def _send_due(self, completions: list[Completion]) -> None:
+        """Send the group completions a ledger write just made due (usually none)."""
+        if completions:
+            send_completions(self.queue, self.ledger, self.storage, completions)
+
+    def _poll_due_completions(self) -> None:
+        """After an empty receive, at most every ``_DUE_POLL_S``: send the completions the
+        ledger has as due and not sent (their sender died between the two)."""
+        now = self._clock()
+        if now - self._due_polled_at < _DUE_POLL_S:
+            return
+        self._due_polled_at = now
+        send_due_completions(self.queue, self.ledger, self.storage)
+
     def _write_records(self, round_: _Round) -> None:
         """Write the round's deferred ledger events in one call; kept for a retry on error.
 
@@ -991,7 +1027,7 @@ class Worker:
             StorageError: the ledger could not be written.
         """
         if round_.records:
-            self.ledger.record_many(round_.records)
+            self._send_due(self.ledger.record_many(round_.records))
             round_.records.clear()
 
     def _emit(
