@@ -362,9 +362,13 @@ def csv_merge(ctx: TaskContext) -> dict[str, object]:
     from conveyor import csvsplit
 
     paths = [storage.resolve_output(part) for part in parts]
-    stats = csvsplit.merge_csv_parts(
-        paths, storage.resolve_output(output), before_publish=ctx.check_lease
-    )
+    final = storage.resolve_output(output)
+    if not final.exists():
+        # Before the first publication, a part missing is a shard the group tolerated as
+        # failed (the completion runs only once every shard ended): merge the others.
+        # After it, parts missing are those a merge already removed (see merge_csv_parts).
+        paths = [path for path in paths if path.exists()] or paths
+    stats = csvsplit.merge_csv_parts(paths, final, before_publish=ctx.check_lease)
     for directory in dict.fromkeys(path.parent for path in paths):
         if directory != storage.root:
             with contextlib.suppress(OSError):

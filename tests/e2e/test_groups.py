@@ -3,15 +3,19 @@ the group's completion into output byte-identical to ``conveyor run`` on the sam
 
 from __future__ import annotations
 
+import os
+import random
+import signal
+import time
 from pathlib import Path
 
 import pytest
 
 from conveyor.client import Client, Group
 from conveyor.jobs import JobState
-from conveyor.ledger import GroupState
+from conveyor.ledger import GroupState, JobNotFound
 from tests.e2e.conftest import QueueEnv
-from tests.e2e.helpers import run, workers
+from tests.e2e.helpers import WorkerProcess, run, workers
 
 SEED = 4242
 
@@ -80,3 +84,121 @@ def _write_rows(path: Path, rows: int, *, bad_row: int | None = None) -> Path:
         lines.append(f"{i},not-a-number" if i == bad_row else f"{i},{i * 1.5 + 0.25}")
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def test_a_bad_row_fails_the_group_naming_the_files_real_line(local_env: QueueEnv) -> None:
+    # Given a file of 40 rows whose 17th row (line 18 of the file) is bad, split by row
+    source = _write_rows(local_env.work / "big.csv", 40, bad_row=16)
+    env = local_env.env
+    group_id = run("submit", "--split-rows=1", source, f"--seed={SEED}", env=env).stdout.strip()
+    # When a worker drains the queue
+    run("worker", "--until-empty", env=env)
+    # Then the group failed, and status and wait name the file's line 18, not shard line 2
+    shown = run("status", group_id, env=env).stdout
+    assert f"group {group_id}  failed" in shown, shown
+    assert "big.csv:18: Value 'not-a-number' is not a finite number" in shown, shown
+    waited = run("wait", group_id, env=env, check=False)
+    assert waited.returncode == 1, waited.stderr
+    assert waited.stdout.startswith(f"group {group_id}  failed")
+    # And no merged output was published, nor is a part left behind unmerged for good
+    assert not list((local_env.storage / "outputs" / group_id).glob("*.csv"))
+
+
+def test_failures_within_the_tolerance_still_merge_the_other_shards(local_env: QueueEnv) -> None:
+    # Given 20 rows split by row, two of them bad, and two failures tolerated (10%)
+    source = _write_rows(local_env.work / "big.csv", 20, bad_row=5)
+    lines = source.read_text().splitlines()
+    lines[12 + 1] = "12,oops"
+    source.write_text("\n".join(lines) + "\n")
+    group = submit_split(local_env, source, 1, tolerate_failures="10%")
+    # When workers drain the queue
+    run("worker", "--until-empty", env=local_env.env)
+    # Then the group succeeded, and its output holds every row but the two bad ones
+    with Client(local_env.settings) as client:
+        record = client.wait_group(group.group_id, timeout_s=30)
+    assert record.state is GroupState.SUCCEEDED, record
+    assert (record.counts[JobState.SUCCEEDED], record.failures) == (18, 2)
+    rows = merged_output(local_env, group).read_text().splitlines()
+    assert rows[0].startswith("ID,")
+    assert [row.split(",")[0] for row in rows[1:]] == [
+        str(i) for i in range(20) if i not in (5, 12)
+    ]
+    assert leftovers(local_env.storage) == []
+
+
+def test_failures_past_the_tolerance_fail_the_group_and_cancel_the_rest(
+    local_env: QueueEnv,
+) -> None:
+    # Given 30 rows split by row, the first three bad, one failure tolerated
+    source = _write_rows(local_env.work / "big.csv", 30)
+    lines = source.read_text().splitlines()
+    for row in (0, 1, 2):
+        lines[row + 1] = f"{row},bad"
+    source.write_text("\n".join(lines) + "\n")
+    env = local_env.with_env(CONVEYOR_BATCH_SIZE="1")
+    group = submit_split(local_env, source, 1, tolerate_failures=1)
+    # When one worker, taking one message at a time, drains the queue
+    run("worker", "--until-empty", env=env)
+    # Then the group failed at its second failure, the completion never ran, and the jobs
+    # still queued then were cancelled, not run
+    with Client(local_env.settings) as client:
+        record = client.wait_group(group.group_id, timeout_s=30)
+        assert record.state is GroupState.FAILED, record
+        assert record.reason is not None and "tolerated" in record.reason, record.reason
+        assert record.counts[JobState.CANCELLED] >= 20, record.counts
+        assert record.counts[JobState.SUCCEEDED] == 0, record.counts
+        with pytest.raises(JobNotFound):
+            client.get(group.completion_job_id or "")
+    assert not list((local_env.storage / "outputs" / group.group_id).glob("*.csv"))
+
+
+def test_a_kill_storm_still_merges_once_and_byte_identical(local_env: QueueEnv) -> None:
+    # Given 200 rows split by row (200 shards), and the output of `conveyor run`
+    source = _write_rows(local_env.work / "big.csv", 200)
+    expected = reference(local_env, source)
+    group = submit_split(local_env, source, 1)
+    env = local_env.with_env(CONVEYOR_VISIBILITY_TIMEOUT_S="3", CONVEYOR_BATCH_SIZE="5")
+    rng = random.Random(7)
+    logs: list[WorkerProcess] = []
+    with workers(env, local_env.work) as start:
+        running = [start() for _ in range(3)]
+        logs.extend(running)
+        # When a random worker is SIGKILLed about every second (and replaced), for 30 s at
+        # most or until the group is finished
+        deadline = time.monotonic() + 30
+        kills = 0
+        while time.monotonic() < deadline and not _finished(local_env, group):
+            time.sleep(rng.uniform(0.2, 0.8))
+            victim = running.pop(rng.randrange(len(running)))
+            os.kill(victim.pid, signal.SIGKILL)
+            victim.process.wait(10)
+            kills += 1
+            fresh = start()
+            running.append(fresh)
+            logs.append(fresh)
+        # And the storm stops: the workers finish the rest
+        with Client(local_env.settings) as client:
+            record = client.wait_group(group.group_id, timeout_s=60)
+    assert kills >= 1
+    # Then the group succeeded; the output is byte-identical; nothing is left behind
+    assert record.state is GroupState.SUCCEEDED, record
+    assert merged_output(local_env, group).read_bytes() == expected
+    assert leftovers(local_env.storage) == []
+    # And exactly one completion succeeded: one success in its history, and one success
+    # in the workers' logs
+    with local_env.open_ledger(create=False) as ledger:
+        history = ledger.history(group.completion_job_id or "")
+    assert [t.state for t in history].count(JobState.SUCCEEDED) == 1, history
+    successes = [
+        event
+        for worker in logs
+        for event in worker.log_events()
+        if event.get("job_id") == group.completion_job_id and event.get("action") == "succeeded"
+    ]
+    assert len(successes) == 1, successes
+
+
+def _finished(env: QueueEnv, group: Group) -> bool:
+    with env.open_ledger(create=False) as ledger:
+        record = ledger.group(group.group_id)
+    return record is not None and record.finished

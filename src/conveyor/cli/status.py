@@ -23,7 +23,14 @@ from conveyor.cli.settings_options import (
 )
 from conveyor.errors import ConveyorError
 from conveyor.jobs import JobState
-from conveyor.ledger import JobRecord, Ledger, LedgerNotFound, LedgerSummary, Transition
+from conveyor.ledger import (
+    GroupRecord,
+    JobRecord,
+    Ledger,
+    LedgerNotFound,
+    LedgerSummary,
+    Transition,
+)
 from conveyor.queues.base import QueueStats
 from conveyor.settings import Settings
 
@@ -114,6 +121,10 @@ def _show_job(ledger: Ledger, job_id: str, settings: Settings, as_json: bool) ->
     Raises:
         click.ClickException: no such job. AmbiguousJobId: the prefix matches several.
     """
+    group = ledger.group(job_id)
+    if group is not None:
+        _show_group(group, as_json)
+        return
     record = ledger.get(job_id)
     if record is None:
         raise click.ClickException(f"no job {job_id} in the ledger under {settings.storage}")
@@ -135,6 +146,46 @@ def _show_job(ledger: Ledger, job_id: str, settings: Settings, as_json: bool) ->
         click.echo("history:")
         for transition in history:
             click.echo(f"  {_transition_line(transition)}")
+
+
+def _show_group(group: GroupRecord, as_json: bool) -> None:
+    """A group: its state, its jobs' counts of the total, throughput, time left, reason."""
+    now = time.time()
+    if as_json:
+        click.echo(json.dumps(group.to_dict(now), indent=1))
+        return
+    click.echo(group_line(group))
+    if group.source:
+        click.echo(f"source:     {group.source}")
+    rate, left_s = group.throughput_per_s(now), group.time_left_s(now)
+    if rate is not None:
+        left = "" if left_s is None else f", about {_duration(left_s)} left"
+        click.echo(f"throughput: {rate:,.2f} jobs/s{left}")
+    if group.tolerate_failures:
+        click.echo(f"tolerates:  {group.tolerate_failures} failed job(s)")
+    if group.completion_job_id:
+        click.echo(f"completion: {group.completion_job_id}")
+    if group.reason:
+        click.echo(f"reason:     {group.reason}")
+
+
+def group_line(group: GroupRecord) -> str:
+    """A group on one line: id, state, and its jobs done/failed/running/queued of K."""
+    counts = group.counts
+    queued = counts[JobState.QUEUED] + counts[JobState.RETRYING]
+    return (
+        f"group {group.group_id}  {group.state.value}  "
+        f"{counts[JobState.SUCCEEDED]} done, {group.failures} failed, "
+        f"{counts[JobState.RUNNING]} running, {queued} queued of {group.total}"
+    )
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _transition_line(transition: Transition) -> str:
