@@ -179,7 +179,7 @@ def test_a_kill_storm_still_merges_once_and_byte_identical(local_env: QueueEnv) 
         # And the storm stops: the workers finish the rest
         with Client(local_env.settings) as client:
             record = client.wait_group(group.group_id, timeout_s=60)
-    assert kills >= 1
+    assert kills >= 3, kills  # the storm hit the group while it ran
     # Then the group succeeded; the output is byte-identical; nothing is left behind
     assert record.state is GroupState.SUCCEEDED, record
     assert merged_output(local_env, group).read_bytes() == expected
