@@ -61,6 +61,9 @@ _TICK_S = 0.05
 _LEASE_MARGIN_S = 2.0
 #: Seconds between reports of the queue request counts to the ledger.
 _REPORT_EVERY_S = 30.0
+#: A round receives no more jobs than recent ones would run in this part of the
+#: visibility timeout (one at a time when a job takes longer): see Worker._prefetch.
+_PREFETCH_FRACTION = 0.1
 #: An idle worker sends the group completions left due and unsent at most this often.
 _DUE_POLL_S = 2.0
 #: Queue errors that no retry fixes: they end the worker with exit code 78.
@@ -323,6 +326,8 @@ class Worker:
         self._runner = _TaskRunner()
         #: Each task's expected duration: its last run, or a recent slow run half-forgotten.
         self._expected_s: dict[str, float] = {}
+        #: How long recent jobs took, any task (None before the first): sets the prefetch.
+        self._recent_s: float | None = None
         #: Test-only crash points (``CONVEYOR_TEST_CRASH_AT``, read once here); None normally.
         self.faults = FaultPoints.from_env(os.environ)
         #: Records jobs the queue dead-lettered by itself (their worker died) as failed.
@@ -402,6 +407,7 @@ class Worker:
             result.interrupted = True
             return result
         limit = min(self.settings.batch_size, MAX_BATCH, max_messages or MAX_BATCH)
+        limit = min(limit, self._prefetch())
         try:
             messages = self.queue.receive(
                 limit, self.settings.wait_s, self.settings.visibility_timeout_s
@@ -607,6 +613,25 @@ class Worker:
         """Note how long a run of ``task`` took (a slow run is forgotten over a few more)."""
         before_s = self._expected_s.get(task, 0.0)
         self._expected_s[task] = max(duration_s, before_s * _DURATION_DECAY)
+        recent_s = self._recent_s or 0.0
+        self._recent_s = max(duration_s, recent_s * _DURATION_DECAY)
+
+    def _prefetch(self) -> int:
+        """How many messages to receive at most: no more than this worker will start soon.
+
+        Messages held while others run are work other workers could do (Celery's prefetch
+        pitfall: one worker holding a small backlog of long jobs while the others idle).
+        So a round takes as many jobs as recent ones (slow ones forgotten over a few more)
+        would run within ``_PREFETCH_FRACTION`` of the visibility timeout: a batch of quick
+        jobs, one long job at a time. A fresh worker has run nothing yet: it takes a full
+        batch (most backlogs are of quick jobs), then learns.
+        """
+        if self._recent_s is None:
+            return MAX_BATCH
+        budget_s = _PREFETCH_FRACTION * self.settings.visibility_timeout_s
+        if self._recent_s <= 0:
+            return MAX_BATCH
+        return max(1, min(MAX_BATCH, math.floor(budget_s / self._recent_s)))
 
     def _note_not_started(self, round_: _Round) -> None:
         """Queue a ``retrying`` event for each job recorded running ahead of its turn that

@@ -1255,3 +1255,18 @@ def test_the_heartbeat_comes_well_before_the_lease_expires(
 ) -> None:
     settings = Settings(visibility_timeout_s=visibility_timeout_s, heartbeat_every_s=asked_s)
     assert settings.heartbeat_s == expected_s
+
+
+def test_a_worker_that_ran_long_jobs_receives_one_message_at_a_time(env: Env) -> None:
+    # Given three queued jobs, and a worker whose last job took half the visibility timeout
+    for name in ("a.txt", "b.txt", "c.txt"):
+        env.submit(name=name)
+    worker = env.worker()
+    worker._learn("upper", VISIBILITY_S / 2)
+    # When it runs a round, it takes one message only: the others stay for other workers
+    assert worker.run_once().received == 1
+    assert env.queue.stats().visible == 2
+    # And a worker whose jobs are quick takes them in a batch
+    quick = env.worker()
+    quick._learn("upper", 0.001)
+    assert quick.run_once().received == 2
