@@ -64,6 +64,11 @@ def test_a_split_csv_merges_byte_identical_to_conveyor_run(
     # When it is submitted split in shards of N rows and two workers drain the queue
     group = submit_split(local_env, source, split_rows)
     assert len(group.jobs) == -(-60 // split_rows)
+    if split_rows == 7:  # before any worker: all of its 9 jobs are queued
+        shown = run("status", group.group_id, env=local_env.env).stdout
+        assert f"group {group.group_id}  running  0 done, 0 failed, 0 running, 9 queued of 9" in (
+            shown
+        )
     with workers(local_env.env, local_env.work) as start:
         running = [start("--until-empty") for _ in range(2)]
         for worker in running:
@@ -97,6 +102,8 @@ def test_a_bad_row_fails_the_group_naming_the_files_real_line(local_env: QueueEn
     shown = run("status", group_id, env=env).stdout
     assert f"group {group_id}  failed" in shown, shown
     assert "big.csv:18: Value 'not-a-number' is not a finite number" in shown, shown
+    listed = run("status", "--groups", env=env).stdout
+    assert f"group {group_id}  failed" in listed, listed
     waited = run("wait", group_id, env=env, check=False)
     assert waited.returncode == 1, waited.stderr
     assert waited.stdout.startswith(f"group {group_id}  failed")

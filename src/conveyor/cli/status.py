@@ -50,6 +50,12 @@ MAX_PAGE = 10_000
 )
 @click.option("--task", default=None, help="List the jobs of this task (with --state: both).")
 @click.option(
+    "--groups",
+    "list_groups",
+    is_flag=True,
+    help="List the job groups, newest first (a page at a time, as jobs are).",
+)
+@click.option(
     "--before",
     metavar="CURSOR",
     default=None,
@@ -71,13 +77,16 @@ def status(
     *,
     state: str | None,
     task: str | None,
+    list_groups: bool,
     before: str | None,
     limit: int,
     as_json: bool,
 ) -> None:
-    """Show the summary of all jobs, one job (JOB_ID or a unique prefix of it), or the
-    jobs in a --state and/or of a --task, a page at a time."""
-    listing = state is not None or task is not None or before is not None
+    """Show the summary of all jobs, one job or job group (JOB_ID or a unique prefix of
+    it), the jobs in a --state and/or of a --task, or the --groups, a page at a time."""
+    if list_groups and (state is not None or task is not None or job_id is not None):
+        raise click.UsageError("--groups lists groups: give no JOB_ID, --state or --task")
+    listing = state is not None or task is not None or before is not None or list_groups
     if job_id is not None and listing:
         raise click.UsageError("give a JOB_ID or --state/--task/--before, not both")
     settings = base_settings(storage, queue_url, endpoint_url)
@@ -91,6 +100,8 @@ def status(
     with ledger:
         if job_id is not None:
             _show_job(ledger, job_id, settings, as_json)
+        elif list_groups:
+            _show_groups(ledger, before=before, limit=limit, as_json=as_json)
         elif listing:
             _show_page(ledger, state, task=task, before=before, limit=limit, as_json=as_json)
         else:
@@ -159,7 +170,7 @@ def _show_group(group: GroupRecord, as_json: bool) -> None:
         click.echo(f"source:     {group.source}")
     rate, left_s = group.throughput_per_s(now), group.time_left_s(now)
     if rate is not None:
-        left = "" if left_s is None else f", about {_duration(left_s)} left"
+        left = "" if left_s is None or group.remaining == 0 else f", about {_duration(left_s)} left"
         click.echo(f"throughput: {rate:,.2f} jobs/s{left}")
     if group.tolerate_failures:
         click.echo(f"tolerates:  {group.tolerate_failures} failed job(s)")
@@ -167,6 +178,21 @@ def _show_group(group: GroupRecord, as_json: bool) -> None:
         click.echo(f"completion: {group.completion_job_id}")
     if group.reason:
         click.echo(f"reason:     {group.reason}")
+
+
+def _show_groups(ledger: Ledger, *, before: str | None, limit: int, as_json: bool) -> None:
+    """A page of groups, newest first; a full page ends with the next page's cursor."""
+    groups = ledger.groups(limit=limit, before=before)
+    if as_json:
+        now = time.time()
+        rows = [{**group.to_dict(now), "cursor": group.cursor} for group in groups]
+        click.echo(json.dumps(rows, indent=1))
+        return
+    for group in groups:
+        source = f"  {group.source}" if group.source else ""
+        click.echo(group_line(group) + source)
+    if len(groups) == limit:
+        click.echo(f"next page: --before {groups[-1].cursor}")
 
 
 def group_line(group: GroupRecord) -> str:
