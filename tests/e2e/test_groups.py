@@ -209,3 +209,24 @@ def _finished(env: QueueEnv, group: Group) -> bool:
     with env.open_ledger(create=False) as ledger:
         record = ledger.group(group.group_id)
     return record is not None and record.finished
+
+
+@pytest.mark.parametrize("variant", ["crlf", "no-final-newline", "quoted"])
+def test_split_outputs_of_other_csv_dialects_match_conveyor_run(
+    local_env: QueueEnv, variant: str
+) -> None:
+    # Given a 30-row CSV with CRLF line ends, no newline after its last row, or quoted fields
+    rows = [f"{i},{i * 2.5}" for i in range(30)]
+    if variant == "quoted":
+        rows = [f'"{i}","{i * 2.5}"' for i in range(30)]
+    end = "\r\n" if variant == "crlf" else "\n"
+    text = end.join(["ID,Value", *rows]) + ("" if variant == "no-final-newline" else end)
+    source = local_env.work / "big.csv"
+    source.write_bytes(text.encode())
+    expected = reference(local_env, source)
+    # When it is split by 4 rows and a worker drains the queue
+    group = submit_split(local_env, source, 4)
+    run("worker", "--until-empty", env=local_env.env)
+    # Then the merged output is byte-identical to the whole file's
+    assert merged_output(local_env, group).read_bytes() == expected
+    assert leftovers(local_env.storage) == []
