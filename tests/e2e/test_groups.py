@@ -159,11 +159,15 @@ def test_failures_past_the_tolerance_fail_the_group_and_cancel_the_rest(
     assert not list((local_env.storage / "outputs" / group.group_id).glob("*.csv"))
 
 
-def test_a_kill_storm_still_merges_once_and_byte_identical(local_env: QueueEnv) -> None:
-    # Given 200 rows split by row (200 shards), and the output of `conveyor run`
-    source = _write_rows(local_env.work / "big.csv", 200)
+@pytest.mark.parametrize(("rows", "split_rows"), [(200, 1), (2000, 10)])
+def test_a_kill_storm_still_merges_once_and_byte_identical(
+    local_env: QueueEnv, rows: int, split_rows: int
+) -> None:
+    # Given 200 shards (rows split by row, or by 10), and the output of `conveyor run`
+    source = _write_rows(local_env.work / "big.csv", rows)
     expected = reference(local_env, source)
-    group = submit_split(local_env, source, 1)
+    group = submit_split(local_env, source, split_rows)
+    assert len(group.jobs) == 200
     env = local_env.with_env(CONVEYOR_VISIBILITY_TIMEOUT_S="3", CONVEYOR_BATCH_SIZE="5")
     rng = random.Random(7)
     logs: list[WorkerProcess] = []
