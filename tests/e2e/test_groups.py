@@ -234,3 +234,32 @@ def test_split_outputs_of_other_csv_dialects_match_conveyor_run(
     # Then the merged output is byte-identical to the whole file's
     assert merged_output(local_env, group).read_bytes() == expected
     assert leftovers(local_env.storage) == []
+
+
+def test_a_group_of_a_users_own_tasks_runs_its_completion_after_every_job(
+    local_env: QueueEnv,
+) -> None:
+    # Given a group of three jobs of a user's task, whose completion is that task too
+    tasks = Path(__file__).with_name("tasks_for_client.py")
+    markers = local_env.work / "markers"
+    markers.mkdir()
+    settings = local_env.settings.with_(imports=(str(tasks),))
+    params = {"marker_dir": str(markers)}
+    with Client(settings) as client:
+        group = client.submit_group(
+            [None, None, None],
+            task="mark",
+            params=params,
+            completion={"task": "mark", "params": params},
+        )
+        # When a worker drains the queue
+        run("worker", f"--import={tasks}", "--until-empty", env=local_env.env)
+        record = client.wait_group(group.group_id, timeout_s=30)
+    # Then every job ran, then the completion, and the group succeeded
+    assert record.state is GroupState.SUCCEEDED, record
+    ran = {path.name for path in markers.iterdir()}
+    assert ran == {f"{job.job_id}.ran" for job in group.jobs} | {f"{group.group_id}-done.ran"}
+    completion = os.stat(markers / f"{group.group_id}-done.ran").st_mtime_ns
+    assert all(
+        os.stat(markers / f"{job.job_id}.ran").st_mtime_ns <= completion for job in group.jobs
+    )
