@@ -509,8 +509,16 @@ class Worker:
         published = output_path is None or output_path.exists()
         # The ledger is read (one indexed lookup) only when that can change what happens:
         # on a redelivery, or when the output is already there.
+        # A group's completion may be sent twice (its sender died before marking it
+        # sent): the round's read says which job is one, and a copy after its success
+        # is skipped.
+        known = round_.known.get(job.job_id)
         record = None
-        if received.receive_count > 1 or (output_path is not None and published):
+        if (
+            received.receive_count > 1
+            or (output_path is not None and published)
+            or (known is not None and known.group_completion)
+        ):
             record = self._fresh_record(job.job_id, round_)
         # A group's job that succeeded is done even if its output is gone: the group's
         # completion consumed it (a late duplicate must not write a part again).

@@ -1314,3 +1314,21 @@ def test_an_idle_worker_sends_a_due_completion_nobody_sent(env: Env) -> None:
     assert code == EXIT_OK
     assert env.calls == [completion]
     assert env.ledger().due_completions() == []
+
+
+def test_a_completion_sent_twice_runs_once(env: Env) -> None:
+    # Given a group whose completion ran
+    _, completion = _group_of_two(env)
+    env.worker(until_empty=True, empty_polls=2).run()
+    assert env.calls.count(completion) == 1
+    # When a second copy of the completion's message arrives (a sender died before
+    # marking it sent) and a worker receives it
+    (due,) = [c for c in [env.ledger().get(completion)] if c is not None]
+    job = Job(job_id=completion, task="finish", seed=due.seed or 0)
+    env.queue.send(Outgoing(job.to_json()))
+    env.worker(until_empty=True, empty_polls=2).run()
+    # Then it is skipped: the completion ran once, and succeeded once in its history
+    assert env.calls.count(completion) == 1
+    states = [t.state for t in env.ledger().history(completion)]
+    assert states.count(JobState.SUCCEEDED) == 1
+    assert env.queue.stats().pending == 0
