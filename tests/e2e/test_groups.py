@@ -14,7 +14,7 @@ import pytest
 from conveyor.client import Client, Group
 from conveyor.jobs import JobState
 from conveyor.ledger import GroupState, JobNotFound
-from tests.e2e.conftest import QueueEnv
+from tests.e2e.conftest import QueueEnv, make_queue_env
 from tests.e2e.helpers import WorkerProcess, run, workers
 
 SEED = 4242
@@ -159,10 +159,20 @@ def test_failures_past_the_tolerance_fail_the_group_and_cancel_the_rest(
     assert not list((local_env.storage / "outputs" / group.group_id).glob("*.csv"))
 
 
-@pytest.mark.parametrize(("rows", "split_rows"), [(200, 1), (2000, 10)])
+@pytest.fixture
+def sqs_env(request: pytest.FixtureRequest, tmp_path: Path) -> QueueEnv:
+    """SQS (moto on loopback) with a PostgreSQL ledger: a cluster's backends."""
+    return make_queue_env(request, tmp_path, "sqs", "postgresql")
+
+
+@pytest.mark.parametrize(
+    ("backend", "rows", "split_rows"),
+    [("local_env", 200, 1), ("local_env", 2000, 10), ("sqs_env", 200, 1)],
+)
 def test_a_kill_storm_still_merges_once_and_byte_identical(
-    local_env: QueueEnv, rows: int, split_rows: int
+    request: pytest.FixtureRequest, backend: str, rows: int, split_rows: int
 ) -> None:
+    local_env: QueueEnv = request.getfixturevalue(backend)
     # Given 200 shards (rows split by row, or by 10), and the output of `conveyor run`
     source = _write_rows(local_env.work / "big.csv", rows)
     expected = reference(local_env, source)
