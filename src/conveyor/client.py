@@ -8,14 +8,19 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import shutil
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, overload
 
 from conveyor.errors import BadInput, ConfigError, ConveyorError
-from conveyor.jobs import Job
+from conveyor.jobs import Job, new_job_id, new_seed
 from conveyor.ledger import (
+    GroupRecord,
+    GroupState,
     JobNotFound,
     JobRecord,
     Ledger,
@@ -24,7 +29,7 @@ from conveyor.ledger import (
 )
 from conveyor.queues import Queue, open_queue
 from conveyor.settings import EXIT_TIMEOUT, Settings, settings_from_env
-from conveyor.storage import Storage, check_job_id
+from conveyor.storage import Storage, check_job_id, check_relative_path
 from conveyor.submission import Item, OnSent, StopSignals, Submission, SubmitInterrupted
 from conveyor.tasks import TaskRegistry, default_registry, import_tasks
 
@@ -38,6 +43,7 @@ _NAMED_OPEN = 10
 
 __all__ = [
     "Client",
+    "Group",
     "JobRecord",
     "SubmitInterrupted",
     "WaitTimeout",
@@ -56,6 +62,43 @@ class WaitTimeout(ConveyorError, TimeoutError):
         super().__init__(message)
         #: The ids of the jobs not finished yet.
         self.open_jobs: list[str] = list(open_jobs)
+
+
+@dataclass(frozen=True)
+class Group:
+    """A submitted job group: its id, its jobs, and its completion job's id (or None)."""
+
+    group_id: str
+    jobs: list[Job]
+    completion_job_id: str | None
+
+
+def tolerated_failures(tolerate: int | str, total: int) -> int:
+    """How many of ``total`` jobs may fail: ``tolerate`` as a count, or ``"N%"`` of the
+    total (rounded down).
+
+    Raises:
+        BadInput: not a count >= 0 nor a percentage from 0 to 100.
+    """
+    if isinstance(tolerate, int) and not isinstance(tolerate, bool):
+        if tolerate < 0:
+            raise BadInput(f"bad tolerated failures {tolerate}: a count >= 0 or N%")
+        return tolerate
+    text = str(tolerate).strip()
+    try:
+        if text.endswith("%"):
+            percent = float(text[:-1])
+            if not (math.isfinite(percent) and 0 <= percent <= 100):
+                raise ValueError(text)
+            return math.floor(total * percent / 100 + 1e-9)
+        count = int(text)
+        if count < 0:
+            raise ValueError(text)
+        return count
+    except ValueError:
+        raise BadInput(
+            f"bad tolerated failures {text!r}: a count >= 0 or a percentage (10%)"
+        ) from None
 
 
 def connect(
@@ -153,6 +196,7 @@ class Client:
 
     # --- submitting ------------------------------------------------------------------------
 
+    @overload
     def submit(
         self,
         input: str | os.PathLike[str] | None = None,
@@ -162,8 +206,38 @@ class Client:
         seed: int | None = None,
         output: str | None = None,
         in_storage: bool = False,
-    ) -> Job:
-        """Submit one job and return it (queued, and recorded in the ledger).
+        split_rows: None = None,
+        tolerate_failures: int | str = 0,
+    ) -> Job: ...
+
+    @overload
+    def submit(
+        self,
+        input: str | os.PathLike[str] | None = None,
+        *,
+        task: str = "csv-process",
+        params: Mapping[str, Any] | None = None,
+        seed: int | None = None,
+        output: str | None = None,
+        in_storage: bool = False,
+        split_rows: int,
+        tolerate_failures: int | str = 0,
+    ) -> Group: ...
+
+    def submit(
+        self,
+        input: str | os.PathLike[str] | None = None,
+        *,
+        task: str = "csv-process",
+        params: Mapping[str, Any] | None = None,
+        seed: int | None = None,
+        output: str | None = None,
+        in_storage: bool = False,
+        split_rows: int | None = None,
+        tolerate_failures: int | str = 0,
+    ) -> Job | Group:
+        """Submit one job and return it (queued, and recorded in the ledger); or, with
+        ``split_rows``, split the CSV into a group of jobs and return the :class:`Group`.
 
         Args:
             input: a local file (copied into the storage under ``inputs/<job_id>/``), a
@@ -176,6 +250,11 @@ class Client:
                 ``outputs/<job_id>/<input's name>``; a job without input publishes no
                 file unless it is given).
             in_storage: ``input`` is already under the storage root.
+            split_rows: for the ``csv-process`` task: one ``csv-shard`` job per this many
+                rows, in a group whose ``csv-merge`` completion writes the one output,
+                byte-identical to the unsplit job's with the same seed.
+            tolerate_failures: with ``split_rows``: shards that may fail (a count or
+                ``"N%"``) with the group still merging the others.
 
         Raises:
             UnknownTask: the task is not registered (import its module: ``imports=``).
@@ -183,11 +262,145 @@ class Client:
                 an output that is the input.
             QueueError, StorageError: the input could not be copied or the job sent.
         """
+        if split_rows is not None:
+            return self._submit_split(
+                input,
+                task=task,
+                params=params,
+                seed=seed,
+                output=output,
+                in_storage=in_storage,
+                split_rows=split_rows,
+                tolerate_failures=tolerate_failures,
+            )
         item = {"input": input, "output": output}
         (job,) = self.submit_many(
             [item], task=task, params=params, seed=seed, in_storage=in_storage
         )
         return job
+
+    def submit_group(
+        self,
+        items: Iterable[Item],
+        *,
+        task: str = "csv-process",
+        params: Mapping[str, Any] | None = None,
+        seed: int | None = None,
+        in_storage: bool = False,
+        tolerate_failures: int | str = 0,
+        completion: Mapping[str, Any] | None = None,
+        group_id: str | None = None,
+        source: str | None = None,
+    ) -> Group:
+        """Submit jobs as one group (see :meth:`submit_many` for ``items``): the group is
+        created in the ledger first, then its jobs are sent and recorded in it.
+
+        Args:
+            tolerate_failures: jobs that may fail or be cancelled with the group still
+                succeeding (a count, or ``"N%"`` of the jobs). Past it the group fails, its
+                queued jobs are cancelled and its completion never runs.
+            completion: the job to run once, after every job ended with no more failures
+                than tolerated: ``task`` (required), ``input``, ``output``, ``params``,
+                ``seed``; its id is ``<group_id>-done`` unless ``job_id`` is given.
+            group_id: the group's id (default: a new one).
+            source: the name ``status`` shows for the group.
+
+        Raises:
+            UnknownTask, BadInput, QueueError, StorageError: see :meth:`submit_many`.
+        """
+        items = list(items)
+        group_id = check_job_id(group_id) if group_id is not None else new_job_id()
+        registry = self._tasks()
+        registry.check(task)
+        done: dict[str, Any] | None = None
+        if completion is not None:
+            done = {"job_id": f"{group_id}-done", **completion}
+            registry.check(str(done.get("task")))
+        tolerated = tolerated_failures(tolerate_failures, len(items))
+        Submission(self.storage, task=task, params=params, seed=seed, in_storage=in_storage).plan(
+            items
+        )  # every item checked before the group exists
+        ledger = self._open_ledger(create=True)
+        due = ledger.create_group(
+            group_id, total=len(items), tolerate_failures=tolerated, completion=done, source=source
+        )
+        if due:
+            from conveyor.completions import send_completions
+
+            send_completions(self.queue, ledger, self.storage, due)
+        jobs = self._submit_many(
+            items, task=task, params=params, seed=seed, in_storage=in_storage, group=group_id
+        )
+        return Group(group_id, jobs, None if done is None else str(done["job_id"]))
+
+    def _submit_split(
+        self,
+        input: str | os.PathLike[str] | None,
+        *,
+        task: str,
+        params: Mapping[str, Any] | None,
+        seed: int | None,
+        output: str | None,
+        in_storage: bool,
+        split_rows: int,
+        tolerate_failures: int | str,
+    ) -> Group:
+        """The split submit: the CSV on the storage once, one ``csv-shard`` job per range of
+        ``split_rows`` rows, and a ``csv-merge`` completion into the output."""
+        from conveyor.csvsplit import split_csv
+        from conveyor.tasks import CSV_MERGE_TASK, CSV_SHARD_TASK
+
+        if task != "csv-process":
+            raise BadInput(f"split_rows splits csv-process jobs only, not {task!r}")
+        if params:
+            raise BadInput("task csv-process takes no params")
+        if input is None:
+            raise BadInput("split_rows needs an input CSV file")
+        if isinstance(split_rows, bool) or not isinstance(split_rows, int) or split_rows < 1:
+            raise BadInput(f"bad split_rows {split_rows!r}: a number of rows >= 1")
+        group_id = new_job_id()
+        if in_storage:
+            planned = Submission(self.storage, task=task, in_storage=True).plan([input])
+            rel = planned[0].job.input
+            assert rel is not None
+            copied = False
+        else:
+            _make_root(self.storage)
+            rel = self.storage.ingest(Path(input), group_id)
+            copied = True
+        try:
+            shards = split_csv(self.storage.resolve_input(rel), split_rows)
+            final = (
+                check_relative_path(os.fspath(output))
+                if output is not None
+                else self.storage.default_output(group_id, rel)
+            )
+            if final == rel:
+                raise BadInput(f"output {final} is the input: choose another output path")
+            parts = [f"{final}.parts-{group_id}/{shard.index:06d}.csv" for shard in shards]
+            items: list[Item] = [
+                {"input": rel, "output": part, "params": shard.to_params()}
+                for shard, part in zip(shards, parts, strict=True)
+            ]
+            return self.submit_group(
+                items,
+                task=CSV_SHARD_TASK,
+                seed=new_seed() if seed is None else seed,
+                in_storage=True,
+                tolerate_failures=tolerate_failures,
+                completion={
+                    "job_id": f"{group_id}-merge",
+                    "task": CSV_MERGE_TASK,
+                    "output": None,
+                    "params": {"output": final, "parts": parts},
+                },
+                group_id=group_id,
+                source=os.fspath(input),
+            )
+        except BaseException:
+            if copied:
+                shutil.rmtree(self.storage.root / "inputs" / group_id, ignore_errors=True)
+            raise
 
     def submit_many(
         self,
@@ -217,11 +430,32 @@ class Client:
             UnknownTask, BadInput: see :meth:`submit` (nothing was copied or sent).
             QueueError, StorageError: copying or sending failed part way.
         """
+        return self._submit_many(
+            items, task=task, params=params, seed=seed, in_storage=in_storage, on_sent=on_sent
+        )
+
+    def _submit_many(
+        self,
+        items: Iterable[Item],
+        *,
+        task: str,
+        params: Mapping[str, Any] | None,
+        seed: int | None,
+        in_storage: bool,
+        on_sent: OnSent | None = None,
+        group: str | None = None,
+    ) -> list[Job]:
+        """:meth:`submit_many`, the jobs joining ``group`` if given."""
         with StopSignals() as stop:
             registry = self._tasks()
             registry.check(task)
             submission = Submission(
-                self.storage, task=task, params=params, seed=seed, in_storage=in_storage
+                self.storage,
+                task=task,
+                params=params,
+                seed=seed,
+                in_storage=in_storage,
+                group=group,
             )
             planned = submission.plan(items)
             if not planned:
@@ -289,6 +523,54 @@ class Client:
         if missing:
             raise JobNotFound(f"job(s) {', '.join(missing)} left the ledger (pruned) while waited")
         return [finished[job_id] for job_id in ids]
+
+    def group(self, group_id: str) -> GroupRecord:
+        """The group's record: state, counts, throughput, time left, reason if failed.
+
+        Raises:
+            JobNotFound: no such group (or no ledger yet).
+        """
+        ledger = self._ledger_for_reading(group_id)
+        record = ledger.group(group_id)
+        if record is None:
+            raise JobNotFound(f"no group {group_id} in the ledger")
+        return record
+
+    def wait_group(
+        self,
+        group_id: str,
+        timeout_s: float | None = None,
+        *,
+        poll_s: float = FIRST_POLL_S,
+        max_poll_s: float = MAX_POLL_S,
+    ) -> GroupRecord:
+        """Wait until the group has succeeded (its completion too) or failed; its record.
+
+        Raises:
+            WaitTimeout: still running after ``timeout_s``.
+            JobNotFound: no such group.
+        """
+        if timeout_s is not None and not (math.isfinite(timeout_s) and timeout_s >= 0):
+            raise BadInput(f"bad timeout {timeout_s!r}: seconds >= 0")
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        record = self.group(group_id)
+        ledger = self._ledger_for_reading(group_id)
+        pause_s = poll_s
+        while record.state not in (GroupState.SUCCEEDED, GroupState.FAILED):
+            left_s = None if deadline is None else deadline - time.monotonic()
+            if left_s is not None and left_s <= 0:
+                raise WaitTimeout(
+                    f"group {record.group_id} still {record.state.value} after {timeout_s:g} s: "
+                    f"{record.done} of {record.total} job(s) done",
+                    [record.group_id],
+                )
+            time.sleep(pause_s if left_s is None else min(pause_s, left_s))
+            pause_s = min(pause_s * _POLL_GROWTH, max_poll_s)
+            found = ledger.group(record.group_id)
+            if found is None:
+                raise JobNotFound(f"group {record.group_id} left the ledger (pruned) while waited")
+            record = found
+        return record
 
     def cancel(self, job_id: str, *, reason: str | None = None) -> JobRecord:
         """Cancel a job that has not finished; return its record (state ``cancelled``).

@@ -41,6 +41,7 @@ __all__ = [
     "Shard",
     "iter_shards",
     "merge_csv_parts",
+    "remove_parts_dir",
     "run_shard",
     "split_csv",
 ]
@@ -481,6 +482,17 @@ def _remove(parts: Sequence[Path]) -> None:
             pass
         except OSError as exc:
             raise storage_error(exc, f"cannot remove {part}") from exc
+
+
+def remove_parts_dir(directory: Path) -> None:
+    """Remove a merged group's part directory: the stale temporary files of killed shard
+    attempts first (their writers are dead), then the directory if that left it empty.
+    A directory still in use (a live writer's temporary file) stays."""
+    from conveyor.storage import clean_stale_temps
+
+    clean_stale_temps(directory, min_age_s=0)
+    with contextlib.suppress(FileNotFoundError, OSError):
+        os.rmdir(directory)
 
 
 def _close_all(fds: Sequence[int]) -> None:

@@ -114,6 +114,7 @@ class Submission:
         params: parameters every job gets; an item's own are merged over them.
         seed: every job's seed (default: a new random one per job).
         in_storage: the inputs are paths already under the storage root.
+        group: the job group every job joins (created in the ledger before the submit).
     """
 
     def __init__(
@@ -124,8 +125,10 @@ class Submission:
         params: Mapping[str, Any] | None = None,
         seed: int | None = None,
         in_storage: bool = False,
+        group: str | None = None,
     ) -> None:
         self.storage = storage
+        self.group = group
         self.task = task
         self.params = dict(params or {})
         self.seed = seed
@@ -283,7 +286,7 @@ class Submission:
         """
         max_bytes = min(CLAIM_THRESHOLD_BYTES, queue.max_message_bytes)
         fifo = bool(getattr(queue, "fifo", False))
-        record = _Recorder(ledger)
+        record = _Recorder(ledger, self.group)
         stop = stop or StopSignals()  # not entered: never set, unless the caller's is
         try:
             with record:
@@ -348,8 +351,9 @@ class _Recorder:
     """Records sent jobs as queued: a chunk at a time on a second thread, the rest at the
     end (even when leaving on an error: every job sent must be in the ledger)."""
 
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Ledger, group: str | None = None) -> None:
         self.ledger = ledger
+        self.group = group
         self.sent: list[Job] = []
         self._events: list[LedgerEvent] = []
         self._recorded = 0
@@ -363,7 +367,7 @@ class _Recorder:
     def add(self, batch: Sequence[Planned]) -> None:
         """Note a sent batch; start recording once a chunk has gathered."""
         self.sent.extend(one.job for one in batch)
-        self._events.extend(_queued(batch))
+        self._events.extend(_queued(batch, self.group))
         if len(self.sent) - self._recorded >= LEDGER_CHUNK:
             self._wait()  # one chunk in flight at most; raises its error
             assert self._pool is not None
@@ -375,7 +379,7 @@ class _Recorder:
         effort: the error being raised matters more)."""
         reason = f"submit failed while sending: {error}"[:500]
         with contextlib.suppress(ConveyorError):
-            self.ledger.record_many(_queued(batch))
+            self.ledger.record_many(_queued(batch, self.group))
             for one in batch:
                 self.ledger.cancel(one.job.job_id, reason=reason)
 
@@ -399,10 +403,12 @@ class _Recorder:
             self.ledger.record_many(self._events[start:end])
 
 
-def _queued(batch: Iterable[Planned]) -> list[LedgerEvent]:
+def _queued(batch: Iterable[Planned], group: str | None = None) -> list[LedgerEvent]:
     """``queued`` events for sent jobs, at their submit time, with the names given."""
     return [
-        LedgerEvent.for_job(one.job, JobState.QUEUED, at=one.job.submitted_at, source=one.source)
+        LedgerEvent.for_job(
+            one.job, JobState.QUEUED, at=one.job.submitted_at, source=one.source, group=group
+        )
         for one in batch
     ]
 

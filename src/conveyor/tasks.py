@@ -3,6 +3,7 @@ returns a :class:`Task` that can submit itself), and `TaskContext`."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     import os
 
     from conveyor.client import Client
+    from conveyor.storage import Storage
 
 #: What a task returns: a small JSON object stored in the ledger as the job's result, or None.
 TaskResult = Mapping[str, object] | None
@@ -30,6 +32,10 @@ TaskFunction = Callable[["TaskContext"], TaskResult]
 F = TypeVar("F", bound=TaskFunction)
 #: What a given task returns.
 R = TypeVar("R", bound=TaskResult)
+
+#: The built-in tasks of a split CSV: one shard's rows, and the group's merge.
+CSV_SHARD_TASK = "csv-shard"
+CSV_MERGE_TASK = "csv-merge"
 
 _TASK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}\Z")
 
@@ -50,6 +56,8 @@ class TaskContext:
         write_path: a temporary file beside ``output_path``: the task writes there and the
             worker publishes it atomically once the task returns (the task never renames).
             None exactly when ``output_path`` is: such a job's task writes no file.
+        storage: the worker's storage root, for the few tasks that read or write other
+            files of it than their input and output (a group's merge); None outside a worker.
     """
 
     job: Job
@@ -57,6 +65,7 @@ class TaskContext:
     output_path: Path | None
     write_path: Path | None
     lease_check: Callable[[], None] = field(default=_lease_always_held, repr=False)
+    storage: Storage | None = field(default=None, repr=False)
 
     @property
     def params(self) -> Mapping[str, Any]:
@@ -161,6 +170,8 @@ def default_registry() -> TaskRegistry:
     """
     registry = TaskRegistry()
     registry.register("csv-process", csv_process)
+    registry.register(CSV_SHARD_TASK, csv_shard)
+    registry.register(CSV_MERGE_TASK, csv_merge)
     return registry
 
 
@@ -307,6 +318,61 @@ def csv_process(ctx: TaskContext) -> dict[str, object]:
     from conveyor import csvtask
 
     stats = csvtask.transform_csv(ctx.input_path, ctx.write_path, ctx.seed)
+    return _as_dict(stats)
+
+
+def csv_shard(ctx: TaskContext) -> dict[str, object]:
+    """One shard of a split CSV (:mod:`conveyor.csvsplit`): the rows of a byte range of the
+    whole input, processed as ``csv-process`` would process them in the whole file, into a
+    part file that the group's ``csv-merge`` concatenates. Runs on the calling thread: the
+    parallelism comes from the other workers running the other shards.
+
+    Raises:
+        BadInput: no input or output, bad shard params, or a malformed row (named by the
+            file's real line number).
+    """
+    if ctx.input_path is None or ctx.write_path is None:
+        raise BadInput("task csv-shard needs the whole input CSV and an output part path")
+    from conveyor import csvsplit
+
+    shard = csvsplit.Shard.from_params(ctx.params)
+    stats = csvsplit.run_shard(ctx.input_path, ctx.write_path, ctx.seed, shard)
+    return _as_dict(stats)
+
+
+def csv_merge(ctx: TaskContext) -> dict[str, object]:
+    """A split CSV's completion: concatenate the shards' part files, in order, into the
+    final output (published atomically by the merge itself), then remove the parts and
+    their directory. Safe to run twice (see :func:`conveyor.csvsplit.merge_csv_parts`).
+
+    Params: ``output`` (the final output, under the storage root) and ``parts`` (the part
+    files, in order). The job itself has no output: the worker publishes nothing.
+
+    Raises:
+        BadInput: params missing, or run outside a worker (no storage to resolve them in).
+    """
+    storage = ctx.storage
+    output, parts = ctx.params.get("output"), ctx.params.get("parts")
+    if storage is None:
+        raise BadInput("task csv-merge runs only in a worker (it needs the storage root)")
+    if not isinstance(output, str) or not isinstance(parts, list) or not parts:
+        raise BadInput("task csv-merge needs params output (a path) and parts (a list)")
+    if not all(isinstance(part, str) for part in parts):
+        raise BadInput("task csv-merge: every part must be a path")
+    from conveyor import csvsplit
+
+    paths = [storage.resolve_output(part) for part in parts]
+    final = storage.resolve_output(output)
+    if not final.exists():
+        # Before the first publication, a part missing is a shard the group tolerated as
+        # failed (the completion runs only once every shard ended): merge the others.
+        # After it, parts missing are those a merge already removed (see merge_csv_parts).
+        paths = [path for path in paths if path.exists()] or paths
+    stats = csvsplit.merge_csv_parts(paths, final, before_publish=ctx.check_lease)
+    for directory in dict.fromkeys(path.parent for path in paths):
+        if directory != storage.root:
+            with contextlib.suppress(OSError):
+                csvsplit.remove_parts_dir(directory)
     return _as_dict(stats)
 
 

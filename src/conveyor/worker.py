@@ -21,6 +21,7 @@ from pathlib import Path
 from queue import SimpleQueue
 from typing import Protocol
 
+from conveyor.completions import send_completions, send_due_completions
 from conveyor.errors import (
     AccessDenied,
     BadInput,
@@ -35,7 +36,7 @@ from conveyor.errors import (
 from conveyor.events import Action, JobEvent, JobObserver, LogObserver
 from conveyor.faults import FaultPoint, FaultPoints
 from conveyor.jobs import Job, JobState, decode_from_queue, job_id_of, release_claim
-from conveyor.ledger import JobRecord, Ledger, LedgerEvent, open_ledger
+from conveyor.ledger import Completion, JobRecord, Ledger, LedgerEvent, open_ledger
 from conveyor.queues.base import MAX_BATCH, Queue, Received
 from conveyor.reconcile import DeadLetterWatch
 from conveyor.settings import EXIT_INTERRUPTED, EXIT_OK, Settings
@@ -60,6 +61,11 @@ _TICK_S = 0.05
 _LEASE_MARGIN_S = 2.0
 #: Seconds between reports of the queue request counts to the ledger.
 _REPORT_EVERY_S = 30.0
+#: A round receives no more jobs than recent ones would run in this part of the
+#: visibility timeout (one at a time when a job takes longer): see Worker._prefetch.
+_PREFETCH_FRACTION = 0.1
+#: An idle worker sends the group completions left due and unsent at most this often.
+_DUE_POLL_S = 2.0
 #: Queue errors that no retry fixes: they end the worker with exit code 78.
 _FATAL = (ConfigError, QueueNotFound, AccessDenied)
 #: Seconds for which the round's read of the ledger stands in for a read of one job.
@@ -315,10 +321,13 @@ class Worker:
         # "valid" by less than this is extended before publishing (see _confirm).
         self._margin_s = max(_LEASE_MARGIN_S, settings.visibility_timeout_s / 10)
         self._stop_seen_at: float | None = None
+        self._due_polled_at = -math.inf
         self._reported_at = clock()
         self._runner = _TaskRunner()
         #: Each task's expected duration: its last run, or a recent slow run half-forgotten.
         self._expected_s: dict[str, float] = {}
+        #: How long recent jobs took, any task (None before the first): sets the prefetch.
+        self._recent_s: float | None = None
         #: Test-only crash points (``CONVEYOR_TEST_CRASH_AT``, read once here); None normally.
         self.faults = FaultPoints.from_env(os.environ)
         #: Records jobs the queue dead-lettered by itself (their worker died) as failed.
@@ -361,6 +370,8 @@ class Worker:
             )
             if policy.should_stop(state):
                 self.dead_letters.poll(final=True)
+                if send_due_completions(self.queue, self.ledger, self.storage):
+                    continue  # a group's completion is queued now: run it before stopping
                 log.info("finished: %d job(s) in %d round(s)", jobs, rounds)
                 return EXIT_OK
             result = self.run_once(policy.receive_limit(state))
@@ -372,6 +383,7 @@ class Worker:
                 self.dead_letters.note_activity()
             elif not result.error and not result.interrupted:
                 self.dead_letters.poll()
+                self._poll_due_completions()
             if self._clock() - self._reported_at >= _REPORT_EVERY_S:
                 self._report_requests()
             if result.interrupted:
@@ -395,6 +407,7 @@ class Worker:
             result.interrupted = True
             return result
         limit = min(self.settings.batch_size, MAX_BATCH, max_messages or MAX_BATCH)
+        limit = min(limit, self._prefetch())
         try:
             messages = self.queue.receive(
                 limit, self.settings.wait_s, self.settings.visibility_timeout_s
@@ -496,10 +509,24 @@ class Worker:
         published = output_path is None or output_path.exists()
         # The ledger is read (one indexed lookup) only when that can change what happens:
         # on a redelivery, or when the output is already there.
+        # A group's completion may be sent twice (its sender died before marking it
+        # sent): the round's read says which job is one, and a copy after its success
+        # is skipped.
+        known = round_.known.get(job.job_id)
         record = None
-        if received.receive_count > 1 or (output_path is not None and published):
+        if (
+            received.receive_count > 1
+            or (output_path is not None and published)
+            or (known is not None and known.group_completion)
+        ):
             record = self._fresh_record(job.job_id, round_)
-        if record is not None and record.state is JobState.SUCCEEDED and published:
+        # A group's job that succeeded is done even if its output is gone: the group's
+        # completion consumed it (a late duplicate must not write a part again).
+        if (
+            record is not None
+            and record.state is JobState.SUCCEEDED
+            and (published or record.group is not None)
+        ):
             round_.acks.append(received.lease)
             return self._emit(Action.SKIPPED, lease)
         self._note_crashed_attempt(lease, record, output_path)
@@ -594,6 +621,25 @@ class Worker:
         """Note how long a run of ``task`` took (a slow run is forgotten over a few more)."""
         before_s = self._expected_s.get(task, 0.0)
         self._expected_s[task] = max(duration_s, before_s * _DURATION_DECAY)
+        recent_s = self._recent_s or 0.0
+        self._recent_s = max(duration_s, recent_s * _DURATION_DECAY)
+
+    def _prefetch(self) -> int:
+        """How many messages to receive at most: no more than this worker will start soon.
+
+        Messages held while others run are work other workers could do (Celery's prefetch
+        pitfall: one worker holding a small backlog of long jobs while the others idle).
+        So a round takes as many jobs as recent ones (slow ones forgotten over a few more)
+        would run within ``_PREFETCH_FRACTION`` of the visibility timeout: a batch of quick
+        jobs, one long job at a time. A fresh worker has run nothing yet: it takes a full
+        batch (most backlogs are of quick jobs), then learns.
+        """
+        if self._recent_s is None:
+            return MAX_BATCH
+        budget_s = _PREFETCH_FRACTION * self.settings.visibility_timeout_s
+        if self._recent_s <= 0:
+            return MAX_BATCH
+        return max(1, min(MAX_BATCH, math.floor(budget_s / self._recent_s)))
 
     def _note_not_started(self, round_: _Round) -> None:
         """Queue a ``retrying`` event for each job recorded running ahead of its turn that
@@ -674,13 +720,22 @@ class Worker:
         """
         assert lease.job is not None
         if output_path is None:
-            ctx = TaskContext(lease.job, input_path, None, None, lease_check=lease.check)
+            ctx = TaskContext(
+                lease.job, input_path, None, None, lease_check=lease.check, storage=self.storage
+            )
             task_result = self._run_task(func, ctx, lease, round_)
             self._confirm(lease)
             return task_result
         fault = None if self.faults is None else self.faults.storage_hook(lease.job_id)
         with atomic_output(output_path, lambda: self._confirm(lease), fault) as temp:
-            ctx = TaskContext(lease.job, input_path, output_path, temp, lease_check=lease.check)
+            ctx = TaskContext(
+                lease.job,
+                input_path,
+                output_path,
+                temp,
+                lease_check=lease.check,
+                storage=self.storage,
+            )
             return self._run_task(func, ctx, lease, round_)
 
     def _run_task(
@@ -752,7 +807,7 @@ class Worker:
         event = LedgerEvent.for_job(
             lease.job, JobState.RETRYING, attempt=record.attempts, worker=self.name, error=reason
         )
-        self.ledger.record_many([event])
+        self._send_due(self.ledger.record_many([event]))
 
     def _crash_before_ack(self, round_: _Round) -> None:
         """Test-only: crash before the round's ack if ``CONVEYOR_TEST_CRASH_AT`` says so."""
@@ -958,7 +1013,7 @@ class Worker:
         """Write a ledger event for the lease's job now (skipped if no job id can be read)."""
         event = self._event(lease, state, error=error, result=result)
         if event is not None:
-            self.ledger.record_many([event])
+            self._send_due(self.ledger.record_many([event]))
 
     def _event(
         self, lease: _Lease, state: JobState, *, error: str | None = None, result: TaskResult = None
@@ -979,6 +1034,20 @@ class Worker:
             return LedgerEvent(lease.job_id, state, attempt, at=now, worker=self.name, error=error)
         return None
 
+    def _send_due(self, completions: list[Completion]) -> None:
+        """Send the group completions a ledger write just made due (usually none)."""
+        if completions:
+            send_completions(self.queue, self.ledger, self.storage, completions)
+
+    def _poll_due_completions(self) -> None:
+        """After an empty receive, at most every ``_DUE_POLL_S``: send the completions the
+        ledger has as due and not sent (their sender died between the two)."""
+        now = self._clock()
+        if now - self._due_polled_at < _DUE_POLL_S:
+            return
+        self._due_polled_at = now
+        send_due_completions(self.queue, self.ledger, self.storage)
+
     def _write_records(self, round_: _Round) -> None:
         """Write the round's deferred ledger events in one call; kept for a retry on error.
 
@@ -991,7 +1060,7 @@ class Worker:
             StorageError: the ledger could not be written.
         """
         if round_.records:
-            self.ledger.record_many(round_.records)
+            self._send_due(self.ledger.record_many(round_.records))
             round_.records.clear()
 
     def _emit(

@@ -15,7 +15,7 @@ import pytest
 from conveyor.errors import BadInput, StorageError, TransientTaskError
 from conveyor.events import Action, JobEvent
 from conveyor.jobs import Job, JobState
-from conveyor.ledger import JobFinished, Ledger, default_ledger_url, open_ledger
+from conveyor.ledger import JobFinished, Ledger, LedgerEvent, default_ledger_url, open_ledger
 from conveyor.queues.base import Outgoing
 from conveyor.queues.memory import ManualClock, MemoryQueue
 from conveyor.settings import EXIT_INTERRUPTED, EXIT_OK, Settings
@@ -1255,3 +1255,80 @@ def test_the_heartbeat_comes_well_before_the_lease_expires(
 ) -> None:
     settings = Settings(visibility_timeout_s=visibility_timeout_s, heartbeat_every_s=asked_s)
     assert settings.heartbeat_s == expected_s
+
+
+def test_a_worker_that_ran_long_jobs_receives_one_message_at_a_time(env: Env) -> None:
+    # Given three queued jobs, and a worker whose last job took half the visibility timeout
+    for name in ("a.txt", "b.txt", "c.txt"):
+        env.submit(name=name)
+    worker = env.worker()
+    worker._learn("upper", VISIBILITY_S / 2)
+    # When it runs a round, it takes one message only: the others stay for other workers
+    assert worker.run_once().received == 1
+    assert env.queue.stats().visible == 2
+    # And a worker whose jobs are quick takes them in a batch
+    quick = env.worker()
+    quick._learn("upper", 0.001)
+    assert quick.run_once().received == 2
+
+
+def _group_of_two(env: Env) -> tuple[list[Job], str]:
+    """Two queued jobs in a group whose completion (task ``finish``) appends to calls."""
+
+    @env.registry.task("finish")
+    def finish(ctx: TaskContext) -> None:
+        env.calls.append(ctx.job.job_id)
+
+    jobs = [env.submit(name=f"g{index}.txt") for index in range(2)]
+    ledger = env.ledger()
+    ledger.create_group("g1", total=2, completion={"job_id": "g1-done", "task": "finish"})
+    ledger.record_queued(jobs, group="g1")
+    return jobs, "g1-done"
+
+
+def test_the_worker_sends_the_completion_its_ledger_write_made_due(env: Env) -> None:
+    # Given a group of two queued jobs with a completion
+    jobs, completion = _group_of_two(env)
+    # When a worker drains the queue
+    code = env.worker(until_empty=True, empty_polls=2, batch_size=1).run()
+    # Then the jobs ran, then the completion, once; the group succeeded
+    assert code == EXIT_OK
+    assert env.calls == [jobs[0].job_id, jobs[1].job_id, completion]
+    group = env.ledger().group("g1")
+    assert group is not None and group.state.value == "succeeded"
+    assert env.ledger().due_completions() == []
+
+
+def test_an_idle_worker_sends_a_due_completion_nobody_sent(env: Env) -> None:
+    # Given a group whose jobs all succeeded, recorded by a writer that died before sending
+    # the completion the ledger made due
+    jobs, completion = _group_of_two(env)
+    env.queue.purge()
+    due = env.ledger().record_many(
+        [LedgerEvent.for_job(job, JobState.SUCCEEDED, attempt=1) for job in jobs]
+    )
+    assert [one.job_id for one in due] == [completion]
+    # When a worker finds the queue empty
+    code = env.worker(until_empty=True, empty_polls=2).run()
+    # Then it sent the completion and ran it, once
+    assert code == EXIT_OK
+    assert env.calls == [completion]
+    assert env.ledger().due_completions() == []
+
+
+def test_a_completion_sent_twice_runs_once(env: Env) -> None:
+    # Given a group whose completion ran
+    _, completion = _group_of_two(env)
+    env.worker(until_empty=True, empty_polls=2).run()
+    assert env.calls.count(completion) == 1
+    # When a second copy of the completion's message arrives (a sender died before
+    # marking it sent) and a worker receives it
+    (due,) = [c for c in [env.ledger().get(completion)] if c is not None]
+    job = Job(job_id=completion, task="finish", seed=due.seed or 0)
+    env.queue.send(Outgoing(job.to_json()))
+    env.worker(until_empty=True, empty_polls=2).run()
+    # Then it is skipped: the completion ran once, and succeeded once in its history
+    assert env.calls.count(completion) == 1
+    states = [t.state for t in env.ledger().history(completion)]
+    assert states.count(JobState.SUCCEEDED) == 1
+    assert env.queue.stats().pending == 0

@@ -17,11 +17,11 @@ from click.core import ParameterSource
 
 from conveyor.cli.options import queue_options, storage_option
 from conveyor.cli.settings_options import base_settings, import_option, json_option
-from conveyor.cli.status import record_line, status  # the command table finds status here
+from conveyor.cli.status import group_line, record_line, status  # status: the command table
 from conveyor.client import Client
 from conveyor.errors import ConveyorError
 from conveyor.jobs import MAX_SEED, Job, JobState
-from conveyor.ledger import JobRecord
+from conveyor.ledger import GroupState, JobRecord
 from conveyor.settings import EXIT_FAILED, EXIT_OK
 from conveyor.submission import Item
 
@@ -91,6 +91,21 @@ def parse_param(text: str) -> tuple[str, object]:
     help="Output path under the storage root (one job only) [default: "
     "outputs/<job_id>/<name>; none for a job without input].",
 )
+@click.option(
+    "--split-rows",
+    type=click.IntRange(1),
+    default=None,
+    metavar="N",
+    help="Split one CSV into a group of jobs of N rows each, merged into one output "
+    "(byte-identical to the unsplit job's); prints the group id.",
+)
+@click.option(
+    "--tolerate-failures",
+    default="0",
+    show_default=True,
+    metavar="N|N%",
+    help="With --split-rows: shards that may fail with the group still merging the others.",
+)
 @import_option
 @json_option
 @click.pass_context
@@ -111,6 +126,9 @@ def submit(
     """
     items = _items(ctx, files, options["files_from"], options["params"])
     output: str | None = options["output"]
+    if options["split_rows"] is not None:
+        _submit_split(storage, queue_url, endpoint_url, items, output=output, options=options)
+        return
     if output is not None:
         if len(items) != 1:
             raise click.UsageError("--output names one output: submit one file with it")
@@ -134,6 +152,42 @@ def submit(
         )
     if not echo:
         click.echo(json.dumps([_job_summary(job) for job in jobs], indent=1))
+
+
+def _submit_split(
+    storage: Path,
+    queue_url: str | None,
+    endpoint_url: str | None,
+    items: Sequence[Item],
+    *,
+    output: str | None,
+    options: dict[str, Any],
+) -> None:
+    """``submit --split-rows N FILE``: one group of shard jobs; prints the group id."""
+    if len(items) != 1 or not isinstance(items[0], str):
+        raise click.UsageError("--split-rows splits one file: give exactly one")
+    settings = base_settings(storage, queue_url, endpoint_url, imports=tuple(options["imports"]))
+    tolerate = str(options["tolerate_failures"])
+    with Client(settings) as client:
+        group = client.submit(
+            items[0],
+            task=options["task"],
+            params=dict(parse_param(text) for text in options["params"]) or None,
+            seed=options["seed"],
+            output=output,
+            in_storage=options["in_storage"],
+            split_rows=options["split_rows"],
+            tolerate_failures=int(tolerate) if tolerate.isdigit() else tolerate,
+        )
+    if options["as_json"]:
+        summary = {
+            "group_id": group.group_id,
+            "jobs": len(group.jobs),
+            "completion_job_id": group.completion_job_id,
+        }
+        click.echo(json.dumps(summary, indent=1))
+    else:
+        click.echo(group.group_id)
 
 
 def _items(
@@ -188,6 +242,14 @@ def wait(
     ids = _job_ids(job_ids)
     settings = base_settings(storage, queue_url, endpoint_url)
     with Client(settings) as client:
+        group = _group_named(client, ids)
+        if group is not None:
+            record = client.wait_group(group, timeout_s)
+            if as_json:
+                click.echo(json.dumps(record.to_dict(), indent=1))
+            else:
+                click.echo(group_line(record))
+            sys.exit(EXIT_OK if record.state is GroupState.SUCCEEDED else EXIT_FAILED)
         records = client.wait(ids, timeout_s)
     _show_records(records, as_json)
     ok = all(record.state is JobState.SUCCEEDED for record in records)
@@ -229,6 +291,16 @@ def cancel(
                 code = code or exc.exit_code
     _show_records(records, as_json)
     sys.exit(code)
+
+
+def _group_named(client: Client, ids: Sequence[str]) -> str | None:
+    """The group id, when the one id given names a group (not a job)."""
+    if len(ids) != 1:
+        return None
+    try:
+        return client.group(ids[0]).group_id
+    except ConveyorError:
+        return None
 
 
 def _job_ids(args: Sequence[str]) -> list[str]:

@@ -23,7 +23,14 @@ from conveyor.cli.settings_options import (
 )
 from conveyor.errors import ConveyorError
 from conveyor.jobs import JobState
-from conveyor.ledger import JobRecord, Ledger, LedgerNotFound, LedgerSummary, Transition
+from conveyor.ledger import (
+    GroupRecord,
+    JobRecord,
+    Ledger,
+    LedgerNotFound,
+    LedgerSummary,
+    Transition,
+)
 from conveyor.queues.base import QueueStats
 from conveyor.settings import Settings
 
@@ -42,6 +49,12 @@ MAX_PAGE = 10_000
     help="List the jobs in this state, most recently updated first.",
 )
 @click.option("--task", default=None, help="List the jobs of this task (with --state: both).")
+@click.option(
+    "--groups",
+    "list_groups",
+    is_flag=True,
+    help="List the job groups, newest first (a page at a time, as jobs are).",
+)
 @click.option(
     "--before",
     metavar="CURSOR",
@@ -64,13 +77,16 @@ def status(
     *,
     state: str | None,
     task: str | None,
+    list_groups: bool,
     before: str | None,
     limit: int,
     as_json: bool,
 ) -> None:
-    """Show the summary of all jobs, one job (JOB_ID or a unique prefix of it), or the
-    jobs in a --state and/or of a --task, a page at a time."""
-    listing = state is not None or task is not None or before is not None
+    """Show the summary of all jobs, one job or job group (JOB_ID or a unique prefix of
+    it), the jobs in a --state and/or of a --task, or the --groups, a page at a time."""
+    if list_groups and (state is not None or task is not None or job_id is not None):
+        raise click.UsageError("--groups lists groups: give no JOB_ID, --state or --task")
+    listing = state is not None or task is not None or before is not None or list_groups
     if job_id is not None and listing:
         raise click.UsageError("give a JOB_ID or --state/--task/--before, not both")
     settings = base_settings(storage, queue_url, endpoint_url)
@@ -84,6 +100,8 @@ def status(
     with ledger:
         if job_id is not None:
             _show_job(ledger, job_id, settings, as_json)
+        elif list_groups:
+            _show_groups(ledger, before=before, limit=limit, as_json=as_json)
         elif listing:
             _show_page(ledger, state, task=task, before=before, limit=limit, as_json=as_json)
         else:
@@ -114,6 +132,10 @@ def _show_job(ledger: Ledger, job_id: str, settings: Settings, as_json: bool) ->
     Raises:
         click.ClickException: no such job. AmbiguousJobId: the prefix matches several.
     """
+    group = ledger.group(job_id)
+    if group is not None:
+        _show_group(group, as_json)
+        return
     record = ledger.get(job_id)
     if record is None:
         raise click.ClickException(f"no job {job_id} in the ledger under {settings.storage}")
@@ -135,6 +157,61 @@ def _show_job(ledger: Ledger, job_id: str, settings: Settings, as_json: bool) ->
         click.echo("history:")
         for transition in history:
             click.echo(f"  {_transition_line(transition)}")
+
+
+def _show_group(group: GroupRecord, as_json: bool) -> None:
+    """A group: its state, its jobs' counts of the total, throughput, time left, reason."""
+    now = time.time()
+    if as_json:
+        click.echo(json.dumps(group.to_dict(now), indent=1))
+        return
+    click.echo(group_line(group))
+    if group.source:
+        click.echo(f"source:     {group.source}")
+    rate, left_s = group.throughput_per_s(now), group.time_left_s(now)
+    if rate is not None:
+        left = "" if left_s is None or group.remaining == 0 else f", about {_duration(left_s)} left"
+        click.echo(f"throughput: {rate:,.2f} jobs/s{left}")
+    if group.tolerate_failures:
+        click.echo(f"tolerates:  {group.tolerate_failures} failed job(s)")
+    if group.completion_job_id:
+        click.echo(f"completion: {group.completion_job_id}")
+    if group.reason:
+        click.echo(f"reason:     {group.reason}")
+
+
+def _show_groups(ledger: Ledger, *, before: str | None, limit: int, as_json: bool) -> None:
+    """A page of groups, newest first; a full page ends with the next page's cursor."""
+    groups = ledger.groups(limit=limit, before=before)
+    if as_json:
+        now = time.time()
+        rows = [{**group.to_dict(now), "cursor": group.cursor} for group in groups]
+        click.echo(json.dumps(rows, indent=1))
+        return
+    for group in groups:
+        source = f"  {group.source}" if group.source else ""
+        click.echo(group_line(group) + source)
+    if len(groups) == limit:
+        click.echo(f"next page: --before {groups[-1].cursor}")
+
+
+def group_line(group: GroupRecord) -> str:
+    """A group on one line: id, state, and its jobs done/failed/running/queued of K."""
+    counts = group.counts
+    queued = counts[JobState.QUEUED] + counts[JobState.RETRYING]
+    return (
+        f"group {group.group_id}  {group.state.value}  "
+        f"{counts[JobState.SUCCEEDED]} done, {group.failures} failed, "
+        f"{counts[JobState.RUNNING]} running, {queued} queued of {group.total}"
+    )
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _transition_line(transition: Transition) -> str:
