@@ -367,6 +367,8 @@ def csv_merge(ctx: TaskContext) -> dict[str, object]:
         # Before the first publication, a part missing is a shard the group tolerated as
         # failed (the completion runs only once every shard ended): merge the others.
         # After it, parts missing are those a merge already removed (see merge_csv_parts).
+        if not paths[0].exists() and any(path.exists() for path in paths[1:]):
+            _write_header_part(paths[0])  # the first shard's part carried the header
         paths = [path for path in paths if path.exists()] or paths
     stats = csvsplit.merge_csv_parts(paths, final, before_publish=ctx.check_lease)
     for directory in dict.fromkeys(path.parent for path in paths):
@@ -374,6 +376,19 @@ def csv_merge(ctx: TaskContext) -> dict[str, object]:
             with contextlib.suppress(OSError):
                 csvsplit.remove_parts_dir(directory)
     return _as_dict(stats)
+
+
+def _write_header_part(path: Path) -> None:
+    """Stand in for a failed first shard's part: the output header alone, published
+    atomically (a merge killed here finds it whole or absent)."""
+    from conveyor.csvtask import OUTPUT_HEADER
+    from conveyor.storage import atomic_output, storage_error
+
+    with atomic_output(path) as temp:
+        try:
+            temp.write_bytes(OUTPUT_HEADER)
+        except OSError as exc:
+            raise storage_error(exc, f"cannot write {path}") from exc
 
 
 def _as_dict(stats: object) -> dict[str, object]:

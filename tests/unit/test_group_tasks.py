@@ -81,3 +81,14 @@ def test_the_merge_needs_the_storage_and_its_params(tmp_path: Path) -> None:
         csv_merge(TaskContext(job, None, None, None))
     with pytest.raises(BadInput, match="needs params"):
         csv_merge(TaskContext(job, None, None, None, storage=Storage(tmp_path)))
+
+
+def test_the_merge_keeps_the_header_when_the_first_shard_failed(tmp_path: Path) -> None:
+    # Given a split whose first shard (the one whose part carries the header) failed, tolerated
+    parts, expected = _shard_parts(tmp_path, 6, 2)
+    (tmp_path / parts[0]).unlink()
+    # When the completion merges the rest
+    _merge(tmp_path, parts)
+    # Then the output still starts with the header, followed by the other shards' rows
+    lines = expected.decode().splitlines()
+    assert (tmp_path / "out.csv").read_text().splitlines() == [lines[0], *lines[3:]]
