@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from conveyor.jobs import JobState
+from conveyor.jobs import Job, JobState, new_job_id
+from conveyor.ledger import LedgerEvent
 from tests.e2e.conftest import QueueEnv
 from tests.e2e.helpers import TASKS_FILE, conveyor_command, run, wait_for, workers, write_csv
 
@@ -220,3 +221,47 @@ def test_dashboard_shows_what_the_ledger_and_queue_hold(
         assert [row.get_attribute("data-state") for row in history.all()][-1] == "failed"
         assert page.url.endswith(f"/jobs/{jobs['bad']}")
         assert errors == []
+
+
+def test_dashboard_lists_groups_with_their_counts_and_reason(
+    local_env: QueueEnv, browser: Browser, start_dashboard: Callable[[QueueEnv], str]
+) -> None:
+    """A group of 4 tolerating 1 failure (1 succeeded, 1 failed, 1 running, 1 queued) shows
+    its counts of K; a group whose only job failed shows why."""
+    jobs = [Job(task="t", job_id=new_job_id()) for _ in range(5)]
+    done, bad, busy, _, lost = (job.job_id for job in jobs)
+    with local_env.open_ledger() as ledger:
+        ledger.create_group("e2e-group", total=4, tolerate_failures=1)
+        ledger.record_queued(jobs[:4], group="e2e-group")
+        ledger.create_group("e2e-failed", total=1)
+        ledger.record_queued(jobs[4:], group="e2e-failed")
+        ledger.record_many(
+            [
+                LedgerEvent(done, JobState.RUNNING, 1),
+                LedgerEvent(done, JobState.SUCCEEDED, 1),
+                LedgerEvent(busy, JobState.RUNNING, 1),
+                LedgerEvent(bad, JobState.RUNNING, 1),
+                LedgerEvent(bad, JobState.FAILED, 1, error="row 3: not a number"),
+                LedgerEvent(lost, JobState.RUNNING, 1),
+                LedgerEvent(lost, JobState.FAILED, 1, error="row 7: not a number"),
+            ]
+        )
+    url = start_dashboard(local_env)
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(url)
+    rows = page.get_by_test_id("groups").locator("tr")
+    expect(rows).to_have_count(2)
+    expect(rows.first).to_have_attribute("data-group-id", "e2e-failed")  # newest first
+    row = page.get_by_test_id("groups").locator('tr[data-group-id="e2e-group"]')
+    expect(row).to_have_attribute("data-state", "running")
+    expect(row.locator('td[data-field="done"]')).to_have_text("2 of 4")
+    expect(row.locator('td[data-field="failed"]')).to_have_text("1")
+    expect(row.locator('td[data-field="running"]')).to_have_text("1")
+    expect(row.locator('td[data-field="queued"]')).to_have_text("1")
+    failed = page.get_by_test_id("groups").locator('tr[data-group-id="e2e-failed"]')
+    expect(failed).to_have_attribute("data-state", "failed")
+    expect(failed.locator("td.reason")).to_contain_text("row 7: not a number")
+    expect(page.get_by_test_id("groups-empty")).to_be_hidden()
+    assert errors == []

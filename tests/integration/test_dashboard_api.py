@@ -393,6 +393,104 @@ def test_jobs_listing_checks_its_arguments(client: TestClient) -> None:
     assert "cursor" in bad_cursor.json()["error"]
 
 
+# --- groups ----------------------------------------------------------------------------------
+
+
+def make_groups(scenario: Scenario) -> dict[str, list[str]]:
+    """Three groups beside the scenario's jobs, created a second apart: ``grp-run`` (2 of
+    4 succeeded, 1 running, 1 queued), ``grp-bad`` (1 of 2 failed: the group failed with a
+    reason, its other job cancelled) and ``grp-new`` (3 queued). Returns each group's job
+    ids."""
+    now = time.time()
+    made: dict[str, list[str]] = {}
+    with open_ledger(scenario.ledger_url) as ledger:
+        for offset, (group_id, k) in enumerate((("grp-run", 4), ("grp-bad", 2), ("grp-new", 3))):
+            at = now - 100 + offset
+            ledger.create_group(group_id, total=k, at=at)
+            jobs = [Job(task="ok", job_id=new_job_id()) for _ in range(k)]
+            ledger.record_queued(jobs, group=group_id)
+            made[group_id] = [job.job_id for job in jobs]
+        a, b, c, _ = made["grp-run"]
+        ledger.record_many(
+            [LedgerEvent(job_id, JobState.RUNNING, 1, at=now - 50) for job_id in (a, b, c)]
+            + [LedgerEvent(job_id, JobState.SUCCEEDED, 1, at=now - 40) for job_id in (a, b)]
+        )
+        bad, _ = made["grp-bad"]
+        ledger.record_many(
+            [
+                LedgerEvent(bad, JobState.RUNNING, 1, at=now - 30),
+                LedgerEvent(bad, JobState.FAILED, 1, at=now - 29, error=BAD_REASON),
+            ]
+        )
+    return made
+
+
+def test_groups_are_listed_newest_first_with_counts_throughput_and_reason(
+    client: TestClient, scenario: Scenario
+) -> None:
+    assert client.get("/api/groups").json() == {"groups": [], "next": None}
+    make_groups(scenario)
+    response = client.get("/api/groups")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["next"] is None
+    groups = {group["group_id"]: group for group in body["groups"]}
+    assert [group["group_id"] for group in body["groups"]] == ["grp-new", "grp-bad", "grp-run"]
+
+    running = groups["grp-run"]
+    assert running["state"] == "running"
+    assert running["total"] == 4
+    assert running["done"] == 2
+    assert running["remaining"] == 2
+    assert running["counts"]["succeeded"] == 2
+    assert running["counts"]["running"] == 1
+    assert running["counts"]["queued"] == 1
+    assert running["throughput_per_s"] > 0
+    assert running["time_left_s"] > 0
+
+    failed = groups["grp-bad"]
+    assert failed["state"] == "failed"
+    assert failed["counts"]["failed"] == 1
+    assert failed["counts"]["cancelled"] == 1  # its queued job, once it failed
+    assert BAD_REASON in failed["reason"]
+
+    fresh = groups["grp-new"]
+    assert fresh["counts"]["queued"] == 3
+    assert fresh["throughput_per_s"] is None
+    assert fresh["time_left_s"] is None
+
+
+def test_groups_page_with_a_cursor_and_check_their_arguments(
+    client: TestClient, scenario: Scenario
+) -> None:
+    make_groups(scenario)
+    seen: list[str] = []
+    page = client.get("/api/groups", params={"limit": 2}).json()
+    assert len(page["groups"]) == 2
+    while True:
+        seen += [group["group_id"] for group in page["groups"]]
+        if page["next"] is None:
+            break
+        page = client.get("/api/groups", params={"limit": 2, "before": page["next"]}).json()
+    assert seen == ["grp-new", "grp-bad", "grp-run"]
+
+    assert client.get("/api/groups", params={"limit": 0}).status_code == 400
+    assert client.get("/api/groups", params={"limit": "many"}).status_code == 400
+    assert client.get("/api/groups", params={"before": "not a cursor"}).status_code == 400
+
+
+def test_one_group_by_id_or_prefix(client: TestClient, scenario: Scenario) -> None:
+    made = make_groups(scenario)
+    body = client.get("/api/groups/grp-run").json()
+    assert body["group_id"] == "grp-run"
+    assert body["done"] == 2
+    assert client.get("/api/groups/grp-ba").json()["group_id"] == "grp-bad"
+    assert client.get("/api/groups/grp-").status_code == 400  # ambiguous
+    assert client.get("/api/groups/nothing-here").status_code == 404
+    assert client.get("/api/groups/bad%20id").status_code == 400
+    assert len(made["grp-new"]) == 3
+
+
 # --- no ledger yet, a ledger that cannot be read, a queue that is down -------------------
 
 
@@ -408,6 +506,8 @@ def test_no_ledger_yet_shows_zeros_and_says_so(tmp_path: Path) -> None:
         assert body["summary"]["total"] == 0
         assert set(body["summary"]["counts"].values()) == {0}
         assert client.get("/api/jobs").json() == {"jobs": [], "next": None}
+        assert client.get("/api/groups").json() == {"groups": [], "next": None}
+        assert client.get("/api/groups/some-group").status_code == 404
         assert client.get("/api/jobs/some-job").status_code == 404
         assert not (tmp_path / "storage").exists()  # reading created nothing
 
@@ -437,6 +537,8 @@ def test_a_ledger_that_cannot_be_read_is_a_503_with_one_line(scenario: Scenario)
     with TestClient(create_app(data), raise_server_exceptions=False) as client:
         _one_line_503(client.get("/api/overview"))
         _one_line_503(client.get("/api/jobs"))
+        _one_line_503(client.get("/api/groups"))
+        _one_line_503(client.get("/api/groups/grp-run"))
         _one_line_503(client.get(f"/api/jobs/{scenario.bad_job}"))
         assert client.get(f"/jobs/{scenario.bad_job}").status_code == 503
     data.close()

@@ -176,6 +176,12 @@ def create_app(data: DashboardData, *, allowed_hosts: Sequence[str] | None = Non
             return _error(503, exc.message)
         return JSONResponse(page)
 
+    def groups(request: Request) -> Response:
+        return _groups_page(data, request)
+
+    def group_json(request: Request) -> Response:
+        return _group(data, request.path_params["group_id"])
+
     def dead_letters(request: Request) -> Response:
         params = request.query_params
         try:
@@ -218,6 +224,8 @@ def create_app(data: DashboardData, *, allowed_hosts: Sequence[str] | None = Non
             Route("/api/overview", overview, methods=["GET"]),
             Route("/api/jobs", jobs, methods=["GET"]),
             Route("/api/jobs/{job_id}", job_json, methods=["GET"]),
+            Route("/api/groups", groups, methods=["GET"]),
+            Route("/api/groups/{group_id}", group_json, methods=["GET"]),
             Route("/api/dead-letters", dead_letters, methods=["GET"]),
             Route("/jobs/{job_id}", job_page, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
@@ -238,6 +246,37 @@ def _find(data: DashboardData, job_id: str) -> tuple[dict[str, Any] | None, tupl
     if record is None:
         return None, (404, f"no job {job_id} in the ledger")
     return record, (200, "")
+
+
+def _groups_page(data: DashboardData, request: Request) -> Response:
+    """A page of groups, newest first (``limit``, ``before``), as ``/api/jobs`` pages jobs."""
+    params = request.query_params
+    try:
+        limit = int(params.get("limit", "50"))
+    except ValueError:
+        return _error(400, "limit is a number")
+    if not 1 <= limit <= MAX_JOBS_LIMIT:
+        return _error(400, f"limit must be within 1..{MAX_JOBS_LIMIT}")
+    try:
+        page = data.groups(limit, before=params.get("before"))
+    except BadInput as exc:
+        return _error(400, exc.message)
+    except ConveyorError as exc:
+        return _error(503, exc.message)
+    return JSONResponse(page)
+
+
+def _group(data: DashboardData, group_id: str) -> Response:
+    """One group by id or unique prefix: 404 if unknown, 400 if ambiguous or malformed."""
+    try:
+        record = data.group(group_id)
+    except BadInput as exc:
+        return _error(400, exc.message)
+    except ConveyorError as exc:
+        return _error(503, exc.message)
+    if record is None:
+        return _error(404, f"no group {group_id} in the ledger")
+    return JSONResponse(record)
 
 
 def _error(status: int, message: str) -> JSONResponse:

@@ -240,6 +240,39 @@ class DashboardData:
             "next": records[-1].cursor if more else None,
         }
 
+    def groups(self, limit: int, *, before: str | None = None) -> dict[str, Any]:
+        """A page of job groups, newest created first, with their counts, throughput and
+        time left, and the cursor of the next page (None at the end). One indexed read:
+        the cost does not grow with the ledger's history.
+
+        Raises:
+            BadInput: the cursor is malformed.
+            ConveyorError: the ledger cannot be read.
+        """
+        with self._reading() as ledger:
+            if ledger is None:
+                return {"groups": [], "next": None}
+            records = ledger.groups(limit=limit, before=before)
+        now = self._clock()
+        more = len(records) == limit
+        return {
+            "groups": [record.to_dict(now) for record in records],
+            "next": records[-1].cursor if more else None,
+        }
+
+    def group(self, group_id: str) -> dict[str, Any] | None:
+        """One group (``group_id`` or a unique prefix of it), or None if there is none.
+
+        Raises:
+            BadInput: the id is malformed, or the prefix matches several groups.
+            ConveyorError: the ledger cannot be read.
+        """
+        with self._reading() as ledger:
+            if ledger is None:
+                return None
+            record = ledger.group(group_id)
+        return None if record is None else record.to_dict(self._clock())
+
     def close(self) -> None:
         """Close the queue, and the ledger if this opened it. Idempotent."""
         with self._lock:

@@ -14,6 +14,7 @@ const COLORS = {
   failed: "#e0474c",
   cancelled: "#6b5b95",
 };
+const FINISHED_GROUP = ["succeeded", "failed"];
 const SVG_NS = "http://www.w3.org/2000/svg";
 
 const $ = (id) => document.querySelector(`[data-testid="${id}"]`);
@@ -150,11 +151,13 @@ function appendDeadLetters(messages) {
   }
 }
 
-// --- lists that page: jobs by state, older dead letters ------------------------------------
+// --- lists that page: jobs by state, groups, older dead letters ----------------------------
 
 let jobsNext = null;
 let jobsPaged = false;
 let deadNext = null;
+let groupsNext = null;
+let groupsPaged = false;
 let deadPaged = false;
 
 async function getJson(url) {
@@ -195,6 +198,42 @@ async function loadJobs(next) {
   jobsNext = page.next;
   $("jobs-more").hidden = !jobsNext;
   $("jobs-empty").hidden = body.children.length > 0;
+}
+
+// A group's row: done/failed/running/queued of its K jobs, its pace and why it failed.
+function groupRow(group) {
+  const row = el("tr", { "data-group-id": group.group_id, "data-state": group.state });
+  const badge = el("span", { class: `badge badge-${group.state}` }, group.state);
+  const state = el("td");
+  state.append(badge);
+  const c = group.counts;
+  const running = (c.running || 0) + (c.retrying || 0);
+  row.append(
+    el("td", { class: "when", title: new Date(group.created_at * 1000).toISOString() }, clock(group.created_at)),
+    el("td", { class: "mono", title: group.source || "" }, group.group_id),
+    state,
+    el("td", { "data-field": "done" }, `${fmt(group.done)} of ${fmt(group.total)}`),
+    el("td", { "data-field": "failed" }, fmt(group.failures)),
+    el("td", { "data-field": "running" }, fmt(running)),
+    el("td", { "data-field": "queued" }, fmt(c.queued)),
+    el("td", { "data-field": "throughput" }, rate(group.throughput_per_s)),
+    el("td", { "data-field": "time-left" }, FINISHED_GROUP.includes(group.state) ? "–" : age(group.time_left_s)),
+    el("td", { class: "reason" }, group.reason || ""),
+  );
+  return row;
+}
+
+// Loads a page of groups: the first (replacing the list) or the next one (appended).
+async function loadGroups(next) {
+  const params = new URLSearchParams({ limit: "25" });
+  if (next) params.set("before", next);
+  const page = await getJson(`/api/groups?${params}`);
+  const body = $("groups");
+  if (!next) body.replaceChildren();
+  for (const group of page.groups) body.append(groupRow(group));
+  groupsNext = page.next;
+  $("groups-more").hidden = !groupsNext;
+  $("groups-empty").hidden = body.children.length > 0;
 }
 
 async function loadOlderDeadLetters() {
@@ -350,6 +389,7 @@ async function poll() {
     const data = await getJson("/api/overview");
     render(data);
     if (!jobsPaged) await loadJobs(null);
+    if (!groupsPaged) await loadGroups(null);
     setLive(true);
   } catch (error) {
     setLive(false, error.message);
@@ -372,6 +412,10 @@ $("jobs-state").addEventListener("change", () => {
 $("jobs-more").addEventListener("click", () => {
   jobsPaged = true;
   loadJobs(jobsNext).catch((error) => setLive(false, error.message));
+});
+$("groups-more").addEventListener("click", () => {
+  groupsPaged = true;
+  loadGroups(groupsNext).catch((error) => setLive(false, error.message));
 });
 $("dead-letters-more").addEventListener("click", () => {
   loadOlderDeadLetters().catch((error) => setLive(false, error.message));
