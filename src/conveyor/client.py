@@ -38,6 +38,8 @@ from conveyor.tasks import TaskRegistry, default_registry, import_tasks
 FIRST_POLL_S = 0.05
 MAX_POLL_S = 2.0
 _POLL_GROWTH = 1.5
+_GROUP_PAGE = 10_000
+_GROUP_DONE = (GroupState.SUCCEEDED, GroupState.FAILED)
 #: Open jobs a ``WaitTimeout`` message names (all of them are in ``open_jobs``).
 _NAMED_OPEN = 10
 
@@ -490,39 +492,75 @@ class Client:
         poll_s: float = FIRST_POLL_S,
         max_poll_s: float = MAX_POLL_S,
     ) -> list[JobRecord]:
-        """Wait until every job is terminal (succeeded, failed or cancelled); their records,
-        in the order given.
+        """Wait until every job is terminal (succeeded, failed or cancelled) and every
+        group has finished (succeeded or failed); their jobs' records, in the order given.
 
-        Each poll is one indexed query for the jobs still open, with a growing pause
-        between polls (``poll_s`` up to ``max_poll_s``): never a scan of the ledger.
+        An id that names no job but a group (see :meth:`submit_group`) waits for the group
+        to finish, as :meth:`wait_group` does, then stands for the records of all its jobs,
+        oldest submitted first, followed by its completion job's record when the group has
+        one that was started: so ``client.wait([group_id])[-1]`` is the completion job of a
+        group that succeeded. Records are as they are when the group finished: a job of a
+        failed group that was running then may still be open. A job named twice (itself
+        and in a group) appears once, where it first comes.
+
+        Each poll is one indexed query for the jobs still open plus one constant-time read
+        per group still running, with a growing pause between polls (``poll_s`` up to
+        ``max_poll_s``): never a scan of the ledger. A group's jobs are listed once, at the end.
 
         Raises:
-            WaitTimeout: (a ``TimeoutError``) jobs were still open after ``timeout_s``;
-                ``exc.open_jobs`` lists them.
-            JobNotFound, AmbiguousJobId: an id names no job, or several.
+            WaitTimeout: (a ``TimeoutError``) jobs or groups were still open after
+                ``timeout_s``; ``exc.open_jobs`` lists them.
+            JobNotFound, AmbiguousJobId: an id names no job nor group, or several.
         """
         if timeout_s is not None and not (math.isfinite(timeout_s) and timeout_s >= 0):
             raise BadInput(f"bad timeout {timeout_s!r}: seconds >= 0")
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        records = self._resolve(list(job_ids))
-        if not records:
+        wanted = list(job_ids)
+        waited = self._resolve(wanted)
+        if not waited:
             return []
-        ids = list(records)
-        ledger = self._ledger_for_reading(ids[0])
-        still_open = [job_id for job_id, record in records.items() if not record.state.terminal]
+        ledger = self._ledger_for_reading(wanted[0])
+        open_jobs = [r.job_id for r in waited if isinstance(r, JobRecord) and not r.state.terminal]
+        open_groups = [
+            r.group_id for r in waited if isinstance(r, GroupRecord) and r.state not in _GROUP_DONE
+        ]
         pause_s = poll_s
-        while still_open:
+        while open_jobs or open_groups:
             left_s = None if deadline is None else deadline - time.monotonic()
             if left_s is not None and left_s <= 0:
-                raise _timeout(still_open, len(ids), timeout_s)
+                raise _timeout(open_jobs + open_groups, len(waited), timeout_s)
             time.sleep(pause_s if left_s is None else min(pause_s, left_s))
             pause_s = min(pause_s * _POLL_GROWTH, max_poll_s)
-            still_open = ledger.open_jobs(still_open)
-        finished = ledger.get_many(ids)
+            if open_jobs:
+                open_jobs = ledger.open_jobs(open_jobs)
+            open_groups = [
+                group_id for group_id in open_groups if not self._group_done(ledger, group_id)
+            ]
+        ids = [r.job_id for r in waited if isinstance(r, JobRecord)]
+        finished = ledger.get_many(ids) if ids else {}
         missing = [job_id for job_id in ids if job_id not in finished]
         if missing:
             raise JobNotFound(f"job(s) {', '.join(missing)} left the ledger (pruned) while waited")
-        return [finished[job_id] for job_id in ids]
+        records: dict[str, JobRecord] = {}
+        for entry in waited:
+            if isinstance(entry, JobRecord):
+                records.setdefault(entry.job_id, finished[entry.job_id])
+            else:
+                for record in _group_jobs(ledger, entry.group_id):
+                    records.setdefault(record.job_id, record)
+        return list(records.values())
+
+    @staticmethod
+    def _group_done(ledger: Ledger, group_id: str) -> bool:
+        """Whether the group has succeeded or failed (one constant-time read).
+
+        Raises:
+            JobNotFound: it left the ledger (pruned).
+        """
+        found = ledger.group(group_id)
+        if found is None:
+            raise JobNotFound(f"group {group_id} left the ledger (pruned) while waited")
+        return found.state in _GROUP_DONE
 
     def group(self, group_id: str) -> GroupRecord:
         """The group's record: state, counts, throughput, time left, reason if failed.
@@ -671,29 +709,51 @@ class Client:
                 f"{self.settings.storage if self.settings.ledger_url is None else 'the URL'})"
             ) from None
 
-    def _resolve(self, job_ids: list[str]) -> dict[str, JobRecord]:
-        """The records of these ids (exact, any case, or unique prefixes), by full id, in
-        the order given, repeats dropped: one query for the exact ids, one lookup per other.
+    def _resolve(self, job_ids: list[str]) -> list[JobRecord | GroupRecord]:
+        """The records of these ids (exact, any case, or unique prefixes), in the order
+        given, repeats dropped: a job's, or a group's for an id that names no job. One
+        query for the exact ids, one lookup per other.
 
         Raises:
-            JobNotFound, AmbiguousJobId: an id names no job, or several.
+            JobNotFound, AmbiguousJobId: an id names no job nor group, or several.
             BadInput: a string that cannot be part of a job id.
         """
         if not job_ids:
-            return {}
+            return []
         for job_id in job_ids:
             check_job_id(job_id)
         ledger = self._ledger_for_reading(job_ids[0])
         exact = ledger.get_many(job_ids)
-        records: dict[str, JobRecord] = {}
+        records: dict[tuple[str, str], JobRecord | GroupRecord] = {}
         for job_id in job_ids:
             record = exact.get(job_id)
             if record is None:
                 record = ledger.get(job_id)
-                if record is None:
-                    raise JobNotFound(f"no job {job_id} in the ledger")
-            records.setdefault(record.job_id, record)
-        return records
+            if record is not None:
+                records.setdefault(("job", record.job_id), record)
+                continue
+            group = ledger.group(job_id)
+            if group is None:
+                raise JobNotFound(f"no job {job_id} in the ledger (nor a group)")
+            records.setdefault(("group", group.group_id), group)
+        return list(records.values())
+
+
+def _group_jobs(ledger: Ledger, group_id: str) -> list[JobRecord]:
+    """All the group's jobs, oldest submitted first, then its completion job if started."""
+    found: dict[str, JobRecord] = {}
+    before: str | None = None
+    while True:
+        page = ledger.jobs(group=group_id, limit=_GROUP_PAGE, before=before)
+        for record in page:
+            found.setdefault(record.job_id, record)
+        if len(page) < _GROUP_PAGE:
+            break
+        before = page[-1].cursor
+    return sorted(
+        found.values(),
+        key=lambda r: (r.group_completion, r.submitted_at or 0.0, r.job_id),
+    )
 
 
 def _timeout(still_open: list[str], total: int, timeout_s: float | None) -> WaitTimeout:

@@ -525,3 +525,61 @@ def test_job_records_are_json_ready(client: Client) -> None:
     job = client.submit(task="noop", params={"k": "v"})
     data = client.get(job.job_id).to_dict()
     assert json.loads(json.dumps(data))["job_id"] == job.job_id
+
+
+def test_wait_takes_a_group_id_and_returns_its_jobs_then_its_completion(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a group of two jobs with a completion, and a plain job already done
+    group = client.submit_group([None, None], task="noop", completion={"task": "noop"})
+    plain = client.submit(task="noop")
+    ledger = client.ledger
+    ledger.record(plain.job_id, JobState.SUCCEEDED, attempt=1)
+    first, second = (job.job_id for job in group.jobs)
+    assert group.completion_job_id is not None
+    polls: list[str] = []
+    real = ledger.group
+
+    def read_group(group_id: str) -> Any:
+        # Each poll reads the group once; the jobs and then the completion finish meanwhile
+        polls.append(group_id)
+        if len(polls) == 2:
+            ledger.record(first, JobState.SUCCEEDED, attempt=1)
+            ledger.record(second, JobState.SUCCEEDED, attempt=1)
+        if len(polls) == 3:
+            ledger.record(group.completion_job_id, JobState.SUCCEEDED, attempt=1)
+        return real(group_id)
+
+    monkeypatch.setattr(ledger, "group", read_group)
+    opened: list[list[str]] = []
+    real_open = ledger.open_jobs
+    monkeypatch.setattr(ledger, "open_jobs", lambda ids: opened.append(list(ids)) or real_open(ids))
+
+    # When the group is waited for by its id (a prefix, any case), after the plain job
+    records = client.wait([plain.job_id, group.group_id[:20].lower()], poll_s=0.001)
+
+    # Then it stands for its jobs, oldest first, then its completion; all succeeded
+    assert [r.job_id for r in records] == [plain.job_id, first, second, group.completion_job_id]
+    assert all(r.state is JobState.SUCCEEDED for r in records)
+    assert records[-1].group_completion
+    # And each poll was one group read, with no job query (the plain job was done)
+    assert polls[1:] == [group.group_id] * (len(polls) - 1)
+    assert opened == []
+
+
+def test_wait_on_a_group_times_out_naming_it_and_an_unknown_id_names_neither(
+    client: Client,
+) -> None:
+    group = client.submit_group([None], task="noop")
+
+    with pytest.raises(WaitTimeout) as caught:
+        client.wait([group.group_id], timeout_s=0.05, poll_s=0.01)
+    assert caught.value.open_jobs == [group.group_id]
+
+    client.ledger.record(group.jobs[0].job_id, JobState.FAILED, attempt=1, error="bad")
+    records = client.wait([group.group_id])
+    assert [(r.job_id, r.state) for r in records] == [(group.jobs[0].job_id, JobState.FAILED)]
+    assert client.group(group.group_id).state.value == "failed"
+
+    with pytest.raises(JobNotFound, match="nor a group"):
+        client.wait(["NOSUCHJOB"])
