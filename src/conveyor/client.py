@@ -254,7 +254,10 @@ class Client:
             in_storage: ``input`` is already under the storage root.
             split_rows: for the ``csv-process`` task: one ``csv-shard`` job per this many
                 rows, in a group whose ``csv-merge`` completion writes the one output,
-                byte-identical to the unsplit job's with the same seed.
+                byte-identical to the unsplit job's with the same seed. For a task that
+                declares ``split=`` and ``merge=`` (see :meth:`TaskRegistry.task`): one
+                job per piece its ``split(input_path, split_rows)`` returns, and a
+                completion running its ``merge`` into the output.
             tolerate_failures: with ``split_rows``: shards that may fail (a count or
                 ``"N%"``) with the group still merging the others.
 
@@ -350,11 +353,17 @@ class Client:
         """The split submit: the CSV on the storage once, one ``csv-shard`` job per range of
         ``split_rows`` rows, and a ``csv-merge`` completion into the output."""
         from conveyor.csvsplit import split_csv
-        from conveyor.tasks import CSV_MERGE_TASK, CSV_SHARD_TASK
+        from conveyor.tasks import CSV_MERGE_TASK, CSV_SHARD_TASK, TASK_MERGE_TASK
 
+        user_task = None
         if task != "csv-process":
-            raise BadInput(f"split_rows splits csv-process jobs only, not {task!r}")
-        if params:
+            user_task = self._tasks().get(task)
+            if getattr(user_task, "split", None) is None:
+                raise BadInput(
+                    f"split_rows splits csv-process jobs and tasks that declare split= and "
+                    f"merge=, not {task!r}"
+                )
+        elif params:
             raise BadInput("task csv-process takes no params")
         if input is None:
             raise BadInput("split_rows needs an input CSV file")
@@ -371,7 +380,6 @@ class Client:
             rel = self.storage.ingest(Path(input), group_id)
             copied = True
         try:
-            shards = split_csv(self.storage.resolve_input(rel), split_rows)
             final = (
                 check_relative_path(os.fspath(output))
                 if output is not None
@@ -379,6 +387,20 @@ class Client:
             )
             if final == rel:
                 raise BadInput(f"output {final} is the input: choose another output path")
+            if user_task is not None:
+                return self._submit_task_split(
+                    user_task,
+                    rel,
+                    final,
+                    group_id=group_id,
+                    params=params,
+                    seed=seed,
+                    split_rows=split_rows,
+                    tolerate_failures=tolerate_failures,
+                    source=os.fspath(input),
+                    merge_task=TASK_MERGE_TASK,
+                )
+            shards = split_csv(self.storage.resolve_input(rel), split_rows)
             parts = [f"{final}.parts-{group_id}/{shard.index:06d}.csv" for shard in shards]
             items: list[Item] = [
                 {"input": rel, "output": part, "params": shard.to_params()}
@@ -403,6 +425,50 @@ class Client:
             if copied:
                 shutil.rmtree(self.storage.root / "inputs" / group_id, ignore_errors=True)
             raise
+
+    def _submit_task_split(
+        self,
+        user_task: Any,
+        rel: str,
+        final: str,
+        *,
+        group_id: str,
+        params: Mapping[str, Any] | None,
+        seed: int | None,
+        split_rows: int,
+        tolerate_failures: int | str,
+        source: str,
+        merge_task: str,
+    ) -> Group:
+        """A user task's split: its ``split`` gives each piece's params, one job each over
+        the same stored input, and a completion that runs its ``merge`` into ``final``."""
+        pieces = user_task.split(self.storage.resolve_input(rel), split_rows)
+        if not isinstance(pieces, list) or not pieces:
+            raise BadInput(f"task {user_task.name!r}: split returned no pieces")
+        if not all(isinstance(piece, Mapping) for piece in pieces):
+            raise BadInput(f"task {user_task.name!r}: split must return a list of dicts")
+        suffix = Path(final).suffix
+        parts = [f"{final}.parts-{group_id}/{index:06d}{suffix}" for index in range(len(pieces))]
+        base = dict(params or {})
+        items: list[Item] = [
+            {"input": rel, "output": part, "params": {**base, **piece}}
+            for piece, part in zip(pieces, parts, strict=True)
+        ]
+        return self.submit_group(
+            items,
+            task=user_task.name,
+            seed=new_seed() if seed is None else seed,
+            in_storage=True,
+            tolerate_failures=tolerate_failures,
+            completion={
+                "job_id": f"{group_id}-merge",
+                "task": merge_task,
+                "output": None,
+                "params": {"task": user_task.name, "output": final, "parts": parts, "params": base},
+            },
+            group_id=group_id,
+            source=source,
+        )
 
     def submit_many(
         self,
