@@ -38,6 +38,8 @@ from conveyor.tasks import TaskRegistry, default_registry, import_tasks
 FIRST_POLL_S = 0.05
 MAX_POLL_S = 2.0
 _POLL_GROWTH = 1.5
+_GROUP_PAGE = 10_000
+_GROUP_DONE = (GroupState.SUCCEEDED, GroupState.FAILED)
 #: Open jobs a ``WaitTimeout`` message names (all of them are in ``open_jobs``).
 _NAMED_OPEN = 10
 
@@ -252,7 +254,10 @@ class Client:
             in_storage: ``input`` is already under the storage root.
             split_rows: for the ``csv-process`` task: one ``csv-shard`` job per this many
                 rows, in a group whose ``csv-merge`` completion writes the one output,
-                byte-identical to the unsplit job's with the same seed.
+                byte-identical to the unsplit job's with the same seed. For a task that
+                declares ``split=`` and ``merge=`` (see :meth:`TaskRegistry.task`): one
+                job per piece its ``split(input_path, split_rows)`` returns, and a
+                completion running its ``merge`` into the output.
             tolerate_failures: with ``split_rows``: shards that may fail (a count or
                 ``"N%"``) with the group still merging the others.
 
@@ -348,11 +353,17 @@ class Client:
         """The split submit: the CSV on the storage once, one ``csv-shard`` job per range of
         ``split_rows`` rows, and a ``csv-merge`` completion into the output."""
         from conveyor.csvsplit import split_csv
-        from conveyor.tasks import CSV_MERGE_TASK, CSV_SHARD_TASK
+        from conveyor.tasks import CSV_MERGE_TASK, CSV_SHARD_TASK, TASK_MERGE_TASK
 
+        user_task = None
         if task != "csv-process":
-            raise BadInput(f"split_rows splits csv-process jobs only, not {task!r}")
-        if params:
+            user_task = self._tasks().get(task)
+            if getattr(user_task, "split", None) is None:
+                raise BadInput(
+                    f"split_rows splits csv-process jobs and tasks that declare split= and "
+                    f"merge=, not {task!r}"
+                )
+        elif params:
             raise BadInput("task csv-process takes no params")
         if input is None:
             raise BadInput("split_rows needs an input CSV file")
@@ -369,7 +380,6 @@ class Client:
             rel = self.storage.ingest(Path(input), group_id)
             copied = True
         try:
-            shards = split_csv(self.storage.resolve_input(rel), split_rows)
             final = (
                 check_relative_path(os.fspath(output))
                 if output is not None
@@ -377,6 +387,20 @@ class Client:
             )
             if final == rel:
                 raise BadInput(f"output {final} is the input: choose another output path")
+            if user_task is not None:
+                return self._submit_task_split(
+                    user_task,
+                    rel,
+                    final,
+                    group_id=group_id,
+                    params=params,
+                    seed=seed,
+                    split_rows=split_rows,
+                    tolerate_failures=tolerate_failures,
+                    source=os.fspath(input),
+                    merge_task=TASK_MERGE_TASK,
+                )
+            shards = split_csv(self.storage.resolve_input(rel), split_rows)
             parts = [f"{final}.parts-{group_id}/{shard.index:06d}.csv" for shard in shards]
             items: list[Item] = [
                 {"input": rel, "output": part, "params": shard.to_params()}
@@ -401,6 +425,50 @@ class Client:
             if copied:
                 shutil.rmtree(self.storage.root / "inputs" / group_id, ignore_errors=True)
             raise
+
+    def _submit_task_split(
+        self,
+        user_task: Any,
+        rel: str,
+        final: str,
+        *,
+        group_id: str,
+        params: Mapping[str, Any] | None,
+        seed: int | None,
+        split_rows: int,
+        tolerate_failures: int | str,
+        source: str,
+        merge_task: str,
+    ) -> Group:
+        """A user task's split: its ``split`` gives each piece's params, one job each over
+        the same stored input, and a completion that runs its ``merge`` into ``final``."""
+        pieces = user_task.split(self.storage.resolve_input(rel), split_rows)
+        if not isinstance(pieces, list) or not pieces:
+            raise BadInput(f"task {user_task.name!r}: split returned no pieces")
+        if not all(isinstance(piece, Mapping) for piece in pieces):
+            raise BadInput(f"task {user_task.name!r}: split must return a list of dicts")
+        suffix = Path(final).suffix
+        parts = [f"{final}.parts-{group_id}/{index:06d}{suffix}" for index in range(len(pieces))]
+        base = dict(params or {})
+        items: list[Item] = [
+            {"input": rel, "output": part, "params": {**base, **piece}}
+            for piece, part in zip(pieces, parts, strict=True)
+        ]
+        return self.submit_group(
+            items,
+            task=user_task.name,
+            seed=new_seed() if seed is None else seed,
+            in_storage=True,
+            tolerate_failures=tolerate_failures,
+            completion={
+                "job_id": f"{group_id}-merge",
+                "task": merge_task,
+                "output": None,
+                "params": {"task": user_task.name, "output": final, "parts": parts, "params": base},
+            },
+            group_id=group_id,
+            source=source,
+        )
 
     def submit_many(
         self,
@@ -490,39 +558,75 @@ class Client:
         poll_s: float = FIRST_POLL_S,
         max_poll_s: float = MAX_POLL_S,
     ) -> list[JobRecord]:
-        """Wait until every job is terminal (succeeded, failed or cancelled); their records,
-        in the order given.
+        """Wait until every job is terminal (succeeded, failed or cancelled) and every
+        group has finished (succeeded or failed); their jobs' records, in the order given.
 
-        Each poll is one indexed query for the jobs still open, with a growing pause
-        between polls (``poll_s`` up to ``max_poll_s``): never a scan of the ledger.
+        An id that names no job but a group (see :meth:`submit_group`) waits for the group
+        to finish, as :meth:`wait_group` does, then stands for the records of all its jobs,
+        oldest submitted first, followed by its completion job's record when the group has
+        one that was started: so ``client.wait([group_id])[-1]`` is the completion job of a
+        group that succeeded. Records are as they are when the group finished: a job of a
+        failed group that was running then may still be open. A job named twice (itself
+        and in a group) appears once, where it first comes.
+
+        Each poll is one indexed query for the jobs still open plus one constant-time read
+        per group still running, with a growing pause between polls (``poll_s`` up to
+        ``max_poll_s``): never a scan of the ledger. A group's jobs are listed once, at the end.
 
         Raises:
-            WaitTimeout: (a ``TimeoutError``) jobs were still open after ``timeout_s``;
-                ``exc.open_jobs`` lists them.
-            JobNotFound, AmbiguousJobId: an id names no job, or several.
+            WaitTimeout: (a ``TimeoutError``) jobs or groups were still open after
+                ``timeout_s``; ``exc.open_jobs`` lists them.
+            JobNotFound, AmbiguousJobId: an id names no job nor group, or several.
         """
         if timeout_s is not None and not (math.isfinite(timeout_s) and timeout_s >= 0):
             raise BadInput(f"bad timeout {timeout_s!r}: seconds >= 0")
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        records = self._resolve(list(job_ids))
-        if not records:
+        wanted = list(job_ids)
+        waited = self._resolve(wanted)
+        if not waited:
             return []
-        ids = list(records)
-        ledger = self._ledger_for_reading(ids[0])
-        still_open = [job_id for job_id, record in records.items() if not record.state.terminal]
+        ledger = self._ledger_for_reading(wanted[0])
+        open_jobs = [r.job_id for r in waited if isinstance(r, JobRecord) and not r.state.terminal]
+        open_groups = [
+            r.group_id for r in waited if isinstance(r, GroupRecord) and r.state not in _GROUP_DONE
+        ]
         pause_s = poll_s
-        while still_open:
+        while open_jobs or open_groups:
             left_s = None if deadline is None else deadline - time.monotonic()
             if left_s is not None and left_s <= 0:
-                raise _timeout(still_open, len(ids), timeout_s)
+                raise _timeout(open_jobs + open_groups, len(waited), timeout_s)
             time.sleep(pause_s if left_s is None else min(pause_s, left_s))
             pause_s = min(pause_s * _POLL_GROWTH, max_poll_s)
-            still_open = ledger.open_jobs(still_open)
-        finished = ledger.get_many(ids)
+            if open_jobs:
+                open_jobs = ledger.open_jobs(open_jobs)
+            open_groups = [
+                group_id for group_id in open_groups if not self._group_done(ledger, group_id)
+            ]
+        ids = [r.job_id for r in waited if isinstance(r, JobRecord)]
+        finished = ledger.get_many(ids) if ids else {}
         missing = [job_id for job_id in ids if job_id not in finished]
         if missing:
             raise JobNotFound(f"job(s) {', '.join(missing)} left the ledger (pruned) while waited")
-        return [finished[job_id] for job_id in ids]
+        records: dict[str, JobRecord] = {}
+        for entry in waited:
+            if isinstance(entry, JobRecord):
+                records.setdefault(entry.job_id, finished[entry.job_id])
+            else:
+                for record in _group_jobs(ledger, entry.group_id):
+                    records.setdefault(record.job_id, record)
+        return list(records.values())
+
+    @staticmethod
+    def _group_done(ledger: Ledger, group_id: str) -> bool:
+        """Whether the group has succeeded or failed (one constant-time read).
+
+        Raises:
+            JobNotFound: it left the ledger (pruned).
+        """
+        found = ledger.group(group_id)
+        if found is None:
+            raise JobNotFound(f"group {group_id} left the ledger (pruned) while waited")
+        return found.state in _GROUP_DONE
 
     def group(self, group_id: str) -> GroupRecord:
         """The group's record: state, counts, throughput, time left, reason if failed.
@@ -671,29 +775,51 @@ class Client:
                 f"{self.settings.storage if self.settings.ledger_url is None else 'the URL'})"
             ) from None
 
-    def _resolve(self, job_ids: list[str]) -> dict[str, JobRecord]:
-        """The records of these ids (exact, any case, or unique prefixes), by full id, in
-        the order given, repeats dropped: one query for the exact ids, one lookup per other.
+    def _resolve(self, job_ids: list[str]) -> list[JobRecord | GroupRecord]:
+        """The records of these ids (exact, any case, or unique prefixes), in the order
+        given, repeats dropped: a job's, or a group's for an id that names no job. One
+        query for the exact ids, one lookup per other.
 
         Raises:
-            JobNotFound, AmbiguousJobId: an id names no job, or several.
+            JobNotFound, AmbiguousJobId: an id names no job nor group, or several.
             BadInput: a string that cannot be part of a job id.
         """
         if not job_ids:
-            return {}
+            return []
         for job_id in job_ids:
             check_job_id(job_id)
         ledger = self._ledger_for_reading(job_ids[0])
         exact = ledger.get_many(job_ids)
-        records: dict[str, JobRecord] = {}
+        records: dict[tuple[str, str], JobRecord | GroupRecord] = {}
         for job_id in job_ids:
             record = exact.get(job_id)
             if record is None:
                 record = ledger.get(job_id)
-                if record is None:
-                    raise JobNotFound(f"no job {job_id} in the ledger")
-            records.setdefault(record.job_id, record)
-        return records
+            if record is not None:
+                records.setdefault(("job", record.job_id), record)
+                continue
+            group = ledger.group(job_id)
+            if group is None:
+                raise JobNotFound(f"no job {job_id} in the ledger (nor a group)")
+            records.setdefault(("group", group.group_id), group)
+        return list(records.values())
+
+
+def _group_jobs(ledger: Ledger, group_id: str) -> list[JobRecord]:
+    """All the group's jobs, oldest submitted first, then its completion job if started."""
+    found: dict[str, JobRecord] = {}
+    before: str | None = None
+    while True:
+        page = ledger.jobs(group=group_id, limit=_GROUP_PAGE, before=before)
+        for record in page:
+            found.setdefault(record.job_id, record)
+        if len(page) < _GROUP_PAGE:
+            break
+        before = page[-1].cursor
+    return sorted(
+        found.values(),
+        key=lambda r: (r.group_completion, r.submitted_at or 0.0, r.job_id),
+    )
 
 
 def _timeout(still_open: list[str], total: int, timeout_s: float | None) -> WaitTimeout:

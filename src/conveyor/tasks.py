@@ -10,6 +10,7 @@ import hashlib
 import importlib
 import importlib.util
 import re
+import shutil
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -36,6 +37,13 @@ R = TypeVar("R", bound=TaskResult)
 #: The built-in tasks of a split CSV: one shard's rows, and the group's merge.
 CSV_SHARD_TASK = "csv-shard"
 CSV_MERGE_TASK = "csv-merge"
+#: The built-in completion of a user task's split group: runs that task's ``merge``.
+TASK_MERGE_TASK = "task-merge"
+#: A task's split: ``split(input_path, rows)`` -> the params of each piece's job, in order.
+SplitFunction = Callable[[Path, int], list[dict[str, Any]]]
+#: A task's merge: ``merge(ctx, part_paths)`` writes ``ctx.write_path`` from the pieces'
+#: outputs (in order; a tolerated failed piece's is left out) and returns the result.
+MergeFunction = Callable[["TaskContext", list[Path]], TaskResult]
 
 _TASK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}\Z")
 
@@ -116,15 +124,34 @@ class TaskRegistry:
         """Forget task ``name`` if registered (tests, and hot reloads of a task module)."""
         self._tasks.pop(name, None)
 
-    def task(self, name: str | None = None) -> Callable[[Callable[[TaskContext], R]], Task[R]]:
+    def task(
+        self,
+        name: str | None = None,
+        *,
+        split: SplitFunction | None = None,
+        merge: MergeFunction | None = None,
+    ) -> Callable[[Callable[[TaskContext], R]], Task[R]]:
         """Decorator registering a function as a task (default name: the function's, with
         ``_`` as ``-``). Returns a :class:`Task`, which calls the function when called, so
-        it can still be called directly, and submits jobs that run it."""
+        it can still be called directly, and submits jobs that run it.
+
+        ``split`` and ``merge`` (both or neither) let ``Client.submit(input, task=name,
+        split_rows=N)`` cut one input into a group of jobs: ``split(input_path, N)``
+        returns each piece's params (added over the job's params; every piece reads the
+        same input), and the group's completion calls ``merge(ctx, part_paths)`` with the
+        pieces' outputs, in order, to write ``ctx.write_path`` (published atomically as
+        the final output) and return the group's result. ``ctx.params`` there holds the
+        submitted params under ``"params"``.
+        """
         if callable(name):
             raise ConfigError("use @conveyor.task('name') or @conveyor.task(), not @conveyor.task")
+        if (split is None) != (merge is None):
+            raise ConfigError("a task that splits needs both split= and merge=")
 
         def decorate(func: Callable[[TaskContext], R]) -> Task[R]:
-            registered = Task(name or func.__name__.replace("_", "-"), func)
+            registered = Task(
+                name or func.__name__.replace("_", "-"), func, split=split, merge=merge
+            )
             self.register(registered.name, registered)
             return registered
 
@@ -172,6 +199,7 @@ def default_registry() -> TaskRegistry:
     registry.register("csv-process", csv_process)
     registry.register(CSV_SHARD_TASK, csv_shard)
     registry.register(CSV_MERGE_TASK, csv_merge)
+    registry.register(TASK_MERGE_TASK, task_merge)
     return registry
 
 
@@ -186,11 +214,22 @@ class Task(Generic[R]):
     Attributes:
         name: the name jobs give to run it.
         func: the function.
+        split, merge: how to cut an input into pieces and combine their outputs, or None
+            (see :meth:`TaskRegistry.task`).
     """
 
-    def __init__(self, name: str, func: Callable[[TaskContext], R]) -> None:
+    def __init__(
+        self,
+        name: str,
+        func: Callable[[TaskContext], R],
+        *,
+        split: SplitFunction | None = None,
+        merge: MergeFunction | None = None,
+    ) -> None:
         self.name = name
         self.func = func
+        self.split = split
+        self.merge = merge
         functools.update_wrapper(self, func)
 
     def __call__(self, ctx: TaskContext) -> R:
@@ -227,8 +266,14 @@ class Task(Generic[R]):
         return f"<conveyor task {self.name!r}: {_qualname(self.func)}>"
 
 
-def task(name: str | None = None) -> Callable[[Callable[[TaskContext], R]], Task[R]]:
-    """Register a function as a task in the default registry; returns a :class:`Task`.
+def task(
+    name: str | None = None,
+    *,
+    split: SplitFunction | None = None,
+    merge: MergeFunction | None = None,
+) -> Callable[[Callable[[TaskContext], R]], Task[R]]:
+    """Register a function as a task in the default registry; returns a :class:`Task`
+    (``split`` and ``merge``: see :meth:`TaskRegistry.task`).
 
     >>> @task("reverse-lines")
     ... def reverse_lines(ctx: TaskContext) -> dict[str, int]:
@@ -237,7 +282,7 @@ def task(name: str | None = None) -> Callable[[Callable[[TaskContext], R]], Task
     ...     return {"rows": len(rows)}
     >>> job = reverse_lines.submit("notes.txt")
     """
-    return default_registry().task(name)
+    return default_registry().task(name, split=split, merge=merge)
 
 
 def import_tasks(specs: Iterable[str]) -> list[str]:
@@ -376,6 +421,44 @@ def csv_merge(ctx: TaskContext) -> dict[str, object]:
             with contextlib.suppress(OSError):
                 csvsplit.remove_parts_dir(directory)
     return _as_dict(stats)
+
+
+def task_merge(ctx: TaskContext) -> TaskResult:
+    """A user task's split group's completion: its ``merge`` over the pieces' outputs,
+    published atomically as the final output, then the parts removed. A rerun after the
+    parts were removed finds the output published and does nothing.
+
+    Params: ``task`` (the split task), ``output`` (the final output), ``parts`` (the
+    pieces' outputs, in order) and ``params`` (the submitted params).
+
+    Raises:
+        BadInput: params missing, run outside a worker, or a task without a merge.
+        UnknownTask: the split task is not imported in this worker.
+    """
+    storage = ctx.storage
+    name, output, parts = (ctx.params.get(key) for key in ("task", "output", "parts"))
+    if storage is None:
+        raise BadInput(f"task {TASK_MERGE_TASK} runs only in a worker (it needs the storage root)")
+    if not isinstance(name, str) or not isinstance(output, str) or not isinstance(parts, list):
+        raise BadInput(f"task {TASK_MERGE_TASK} needs params task, output and parts")
+    split_task = default_registry().get(name)
+    merge = getattr(split_task, "merge", None)
+    if merge is None:
+        raise BadInput(f"task {name!r} declares no merge")
+    from conveyor.storage import atomic_output
+
+    paths = [storage.resolve_output(str(part)) for part in parts]
+    final = storage.resolve_output(output)
+    present = [path for path in paths if path.exists()]
+    if not present and final.exists():
+        return {"merged": 0, "already_published": True}
+    result: TaskResult = None
+    with atomic_output(final, before_publish=ctx.check_lease) as temp:
+        result = merge(dataclasses.replace(ctx, output_path=final, write_path=temp), present)
+    for directory in dict.fromkeys(path.parent for path in paths):
+        if directory != storage.root:
+            shutil.rmtree(directory, ignore_errors=True)
+    return result
 
 
 def _write_header_part(path: Path) -> None:

@@ -17,12 +17,14 @@ README = PROJECT / "README.md"
 EXAMPLE_TASK = PROJECT / "examples" / "wordcount_task.py"
 
 
-def readme_example() -> str:
-    """The first Python code block of the README's "Python API" section, as printed."""
+def readme_example(heading: str = "### Python API") -> str:
+    """The first Python code block of the README's section under ``heading`` (up to the
+    next heading), as printed."""
     text = README.read_text(encoding="utf-8")
-    section = text.split("\n### Python API\n", 1)[1].split("\n## ", 1)[0].split("\n### ", 1)[0]
+    section = text.split(f"\n{heading}\n", 1)[1]
+    section = re.split(r"^#{2,4} ", section, maxsplit=1, flags=re.MULTILINE)[0]
     match = re.search(r"^```python\n(.*?)^```$", section, re.MULTILINE | re.DOTALL)
-    assert match is not None, "no ```python block in the README's Python API section"
+    assert match is not None, f"no ```python block in the README's {heading} section"
     return match.group(1)
 
 

@@ -20,7 +20,14 @@ from conveyor.ledger import AmbiguousJobId, JobFinished, JobNotFound, JobRecord,
 from conveyor.queues.base import Outgoing, Queue
 from conveyor.settings import OPTIONS, Settings, settings_from_env
 from conveyor.submission import SubmitInterrupted
-from conveyor.tasks import Task, TaskContext, TaskRegistry, default_registry
+from conveyor.tasks import (
+    TASK_MERGE_TASK,
+    Task,
+    TaskContext,
+    TaskRegistry,
+    default_registry,
+    task_merge,
+)
 
 # --- configuration ------------------------------------------------------------------------
 
@@ -525,3 +532,98 @@ def test_job_records_are_json_ready(client: Client) -> None:
     job = client.submit(task="noop", params={"k": "v"})
     data = client.get(job.job_id).to_dict()
     assert json.loads(json.dumps(data))["job_id"] == job.job_id
+
+
+def test_wait_takes_a_group_id_and_returns_its_jobs_then_its_completion(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a group of two jobs with a completion, and a plain job already done
+    group = client.submit_group([None, None], task="noop", completion={"task": "noop"})
+    plain = client.submit(task="noop")
+    ledger = client.ledger
+    ledger.record(plain.job_id, JobState.SUCCEEDED, attempt=1)
+    first, second = (job.job_id for job in group.jobs)
+    assert group.completion_job_id is not None
+    polls: list[str] = []
+    real = ledger.group
+
+    def read_group(group_id: str) -> Any:
+        # Each poll reads the group once; the jobs and then the completion finish meanwhile
+        polls.append(group_id)
+        if len(polls) == 2:
+            ledger.record(first, JobState.SUCCEEDED, attempt=1)
+            ledger.record(second, JobState.SUCCEEDED, attempt=1)
+        if len(polls) == 3:
+            ledger.record(group.completion_job_id, JobState.SUCCEEDED, attempt=1)
+        return real(group_id)
+
+    monkeypatch.setattr(ledger, "group", read_group)
+    opened: list[list[str]] = []
+    real_open = ledger.open_jobs
+    monkeypatch.setattr(ledger, "open_jobs", lambda ids: opened.append(list(ids)) or real_open(ids))
+
+    # When the group is waited for by its id (a prefix, any case), after the plain job
+    records = client.wait([plain.job_id, group.group_id[:20].lower()], poll_s=0.001)
+
+    # Then it stands for its jobs, oldest first, then its completion; all succeeded
+    assert [r.job_id for r in records] == [plain.job_id, first, second, group.completion_job_id]
+    assert all(r.state is JobState.SUCCEEDED for r in records)
+    assert records[-1].group_completion
+    # And each poll was one group read, with no job query (the plain job was done)
+    assert polls[1:] == [group.group_id] * (len(polls) - 1)
+    assert opened == []
+
+
+def test_wait_on_a_group_times_out_naming_it_and_an_unknown_id_names_neither(
+    client: Client,
+) -> None:
+    group = client.submit_group([None], task="noop")
+
+    with pytest.raises(WaitTimeout) as caught:
+        client.wait([group.group_id], timeout_s=0.05, poll_s=0.01)
+    assert caught.value.open_jobs == [group.group_id]
+
+    client.ledger.record(group.jobs[0].job_id, JobState.FAILED, attempt=1, error="bad")
+    records = client.wait([group.group_id])
+    assert [(r.job_id, r.state) for r in records] == [(group.jobs[0].job_id, JobState.FAILED)]
+    assert client.group(group.group_id).state.value == "failed"
+
+    with pytest.raises(JobNotFound, match="nor a group"):
+        client.wait(["NOSUCHJOB"])
+
+
+def test_a_task_that_declares_split_and_merge_is_submitted_as_a_group(
+    client: Client, registry: TaskRegistry, tmp_path: Path
+) -> None:
+    # Given a task that splits its input into pieces of two lines, and one that does not
+    def halves(input_path: Path, rows: int) -> list[dict[str, Any]]:
+        total = len(input_path.read_text().splitlines())
+        return [{"first": first} for first in range(0, total, rows)]
+
+    def merge(ctx: TaskContext, parts: list[Path]) -> dict[str, object]:
+        return {"parts": len(parts)}
+
+    @registry.task("lines", split=halves, merge=merge)
+    def lines(ctx: TaskContext) -> None:
+        return None
+
+    registry.register(TASK_MERGE_TASK, task_merge)
+
+    source = tmp_path / "five.txt"
+    source.write_text("a\nb\nc\nd\ne\n")
+
+    # When it is submitted with split_rows
+    group = client.submit(source, task="lines", params={"x": 1}, split_rows=2)
+
+    # Then one job per piece, each with its params over the job's, and a task-merge completion
+    assert [job.params for job in group.jobs] == [{"x": 1, "first": n} for n in (0, 2, 4)]
+    assert len({job.input for job in group.jobs}) == 1
+    assert group.completion_job_id == f"{group.group_id}-merge"
+    record = client.group(group.group_id)
+    assert record.total == 3 and record.completion_job_id == group.completion_job_id
+
+    # And a task without split is refused, and split needs merge
+    with pytest.raises(BadInput, match="declare split"):
+        client.submit(source, task="noop", split_rows=2)
+    with pytest.raises(ConfigError, match="both split= and merge="):
+        registry.task("half", split=halves)

@@ -235,6 +235,8 @@ def wait(
     """Wait until the jobs have finished, then print their states.
 
     JOB is a job id or a unique prefix of one; '-' reads ids from stdin, one per line.
+    One GROUP id waits for the group and prints it; a group among several ids stands
+    for its jobs and its completion job.
 
     Exit codes: 0 all succeeded, 1 any failed or was cancelled, 124 still running after
     --timeout-s.
