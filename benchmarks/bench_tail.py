@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.fixtures.sqs import fake_aws_env
+
 ROOT = Path(__file__).resolve().parent.parent
 REGION = "us-east-1"
 #: No worker of this benchmark may run longer (a hang ends the run, not the machine).
@@ -91,19 +93,6 @@ def moto_endpoint() -> Iterator[str]:
         server.stop()
 
 
-def aws_env(endpoint: str, home: Path) -> dict[str, str]:
-    """Fake credentials and the moto endpoint; no real profile or metadata service."""
-    return {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_ENDPOINT_URL_SQS": endpoint,
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "AWS_CONFIG_FILE": str(home / "aws-config"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(home / "aws-credentials"),
-    }
-
-
 @contextlib.contextmanager
 def patched_environ(values: dict[str, str]) -> Iterator[None]:
     """These environment variables set while the block runs (this process talks to moto
@@ -135,7 +124,7 @@ def prepare(scenario: Scenario, work: Path, endpoint: str | None, jobs: int) -> 
     settings = Settings(storage=storage)
     if scenario.backend == "sqs":
         assert endpoint is not None
-        env.update(aws_env(endpoint, work))
+        env.update(fake_aws_env(endpoint, work))
         settings = settings.with_(endpoint_url=endpoint, region=REGION)
     sent = [Job(task="noop") for _ in range(jobs)]
     with patched_environ({k: v for k, v in env.items() if k.startswith("AWS_")}):
