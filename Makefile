@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip --disable-pip-version-check -q
 # Playwright (test extra) drives Debian's chromium; it must never fetch a browser build.
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
-.PHONY: demo demo-sqs test lint typecheck unit bench clean image push buildx-builder chromium postgres
+.PHONY: demo demo-sqs test check lint typecheck unit integration e2e faults bench clean image push buildx-builder chromium postgres
 
 $(VENV)/.base: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,8 +36,23 @@ lint: $(VENV)/.test
 typecheck: $(VENV)/.test
 	$(VENV)/bin/mypy src
 
+# The tiers, each on its own: unit (no server, no subprocess worker), integration (real
+# SQLite files, a real PostgreSQL, moto's SQS server), e2e (real `conveyor` processes),
+# faults (real kills, full disks, hostile rows). `make test` runs them all.
 unit: $(VENV)/.test
 	$(PY) -m pytest tests/unit -q
+
+integration: $(VENV)/.test postgres
+	$(PY) -m pytest tests/integration -q
+
+e2e: $(VENV)/.test chromium postgres
+	$(PY) -m pytest tests/e2e -q
+
+faults: $(VENV)/.test postgres
+	$(PY) -m pytest tests/faults -q
+
+# The quick loop while editing: lint, types and the unit tier (under a minute).
+check: lint typecheck unit
 
 # $(call apt_install,CHECK,PACKAGE,WHY,WHAT): unless the command CHECK succeeds, say what
 # is installed and why, then install Debian's PACKAGE with apt-get (as root: `make test`
