@@ -21,13 +21,15 @@ from conveyor.ledger import (
     LedgerEvent,
     SchemaMismatch,
     check_writer_id,
+    job_sql,
     new_writer_id,
     open_ledger,
     redact_url,
     schema,
     state_rank,
 )
-from conveyor.ledger.base import check_event, check_prefix, parse_cursor
+from conveyor.ledger.checks import check_event, check_prefix, parse_cursor
+from conveyor.ledger.decode import decode_counts
 from conveyor.ledger.groups import (
     Completion,
     GroupRecord,
@@ -35,7 +37,6 @@ from conveyor.ledger.groups import (
     check_group_id,
     completion_job,
 )
-from conveyor.ledger.sql import decode_counts
 
 Q, R, T = JobState.QUEUED, JobState.RUNNING, JobState.RETRYING
 S, F, C = JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED
@@ -118,9 +119,9 @@ def test_prefixes_are_upper_cased_and_checked() -> None:
     assert check_prefix("01hx-a_b") == "01HX-A_B"
     with pytest.raises(BadInput):
         check_prefix("no/slash")
-    assert schema.prefix_bounds("01HX") == ("01HX", "01HY")
-    assert schema.prefix_bounds("A_") == ("A_", "A`")
-    low, high = schema.prefix_bounds("AB-")
+    assert job_sql.prefix_bounds("01HX") == ("01HX", "01HY")
+    assert job_sql.prefix_bounds("A_") == ("A_", "A`")
+    low, high = job_sql.prefix_bounds("AB-")
     assert low <= "AB-Z9" < high and not low <= "AB." < high
 
 
@@ -176,7 +177,7 @@ def test_an_older_schema_asks_for_a_migrate(monkeypatch: pytest.MonkeyPatch) -> 
 def test_event_params_keep_only_what_the_state_carries() -> None:
     def params(event: LedgerEvent) -> dict[str, object]:
         names = ["submitted_at", "started_at", "finished_at", "updated_at", "error", "result"]
-        return dict(zip(names, schema.event_params(check_event(event, now=5))[10:16], strict=True))
+        return dict(zip(names, job_sql.event_params(check_event(event, now=5))[10:16], strict=True))
 
     assert params(LedgerEvent("J", Q, error="x")) == {
         "submitted_at": 5,
@@ -203,7 +204,7 @@ def test_runs_split_redrives_from_ordinary_events_in_order() -> None:
             LedgerEvent("A", R, 1),
         )
     ]
-    assert [(redrive, [r.job_id for r in group]) for redrive, group in schema.runs(rows)] == [
+    assert [(redrive, [r.job_id for r in group]) for redrive, group in job_sql.runs(rows)] == [
         (False, ["A", "B"]),
         (True, ["A"]),
         (False, ["A"]),
@@ -211,7 +212,7 @@ def test_runs_split_redrives_from_ordinary_events_in_order() -> None:
 
 
 def test_jobs_query_filters_and_pages() -> None:
-    sql, params = schema.jobs_query(F, "t", 10, (5.0, "J"))
+    sql, params = job_sql.jobs_query(F, "t", 10, (5.0, "J"))
     assert "WHERE state = ? AND task = ? AND (updated_at, job_id) < (?, ?)" in sql
     assert sql.endswith("ORDER BY updated_at DESC, job_id DESC LIMIT ?")
     assert "UNION" not in sql
@@ -219,7 +220,7 @@ def test_jobs_query_filters_and_pages() -> None:
 
 
 def test_jobs_query_without_a_state_merges_one_walk_per_state() -> None:
-    sql, params = schema.jobs_query(None, None, 3, None)
+    sql, params = job_sql.jobs_query(None, None, 3, None)
     assert sql.count("UNION ALL") == len(JobState) - 1
     assert params == [p for state in JobState for p in (state.value, 3)] + [3]
 
