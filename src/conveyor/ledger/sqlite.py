@@ -12,7 +12,6 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import quote
 
 from conveyor.errors import ConfigError, StorageError, StorageFull
 from conveyor.ledger import group_sql, job_sql, schema
@@ -24,7 +23,7 @@ from conveyor.ledger.schema import SCHEMA_VERSION
 from conveyor.ledger.sql import SQLLedger
 from conveyor.ledger.sqlite_batch import SQLiteTx, in_lists
 from conveyor.queues.sqlite_path import check_local_filesystem, path_from_url
-from conveyor.sqlite_tx import is_busy, retry_busy, write_transaction
+from conveyor.sqlite_tx import is_busy, open_wal, write_transaction
 
 T = TypeVar("T")
 
@@ -152,39 +151,19 @@ class SQLiteLedger(SQLLedger):
     # --- connections and transactions -------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
-        try:
-            conn = sqlite3.connect(
-                f"file:{quote(str(self.path))}?mode=rw",
-                uri=True,
-                timeout=self._busy_timeout_s,
-                isolation_level=None,
-                check_same_thread=False,
-            )
-        except sqlite3.Error as exc:
-            raise ConfigError(f"cannot open the ledger database {self.path}: {exc}") from exc
-        try:
-            mode = retry_busy(lambda: conn.execute("PRAGMA journal_mode=WAL").fetchone()[0])
-            if str(mode).lower() != "wal":
-                raise ConfigError(
-                    f"the ledger database {self.path} cannot use WAL mode (got {mode!r}): "
-                    "put it on a local disk"
-                )
-            conn.execute("PRAGMA synchronous=NORMAL")
-            # A checkpoint (an fsync of the database) every 8,192 WAL pages rather than
-            # 1,000: each worker transaction writes a dozen pages.
-            conn.execute("PRAGMA wal_autocheckpoint=8192")
-            conn.execute("PRAGMA journal_size_limit=67108864")
-            conn.execute("PRAGMA cache_size=-32768")
-        except sqlite3.DatabaseError as exc:
-            conn.close()
-            name = getattr(exc, "sqlite_errorname", "") or ""
-            if is_busy(exc) or name.startswith(("SQLITE_FULL", "SQLITE_IOERR")):
-                raise self._error(exc) from exc  # transient: locked, full or failing disk
-            raise ConfigError(f"{self.path} is not a usable ledger database: {exc}") from exc
-        except BaseException:
-            conn.close()
-            raise
-        return conn
+        return open_wal(
+            self.path,
+            "ledger",
+            timeout_s=self._busy_timeout_s,
+            pragmas=[
+                # A checkpoint (an fsync of the database) every 8,192 WAL pages rather than
+                # 1,000: each worker transaction writes a dozen pages.
+                "PRAGMA wal_autocheckpoint=8192",
+                "PRAGMA journal_size_limit=67108864",
+                "PRAGMA cache_size=-32768",
+            ],
+            fail=self._error,
+        )
 
     def _open_schema(self, *, create: bool, check: bool) -> None:
         version = self.schema_version()
