@@ -276,7 +276,7 @@ def run_writers(target: object, url: str, extra: tuple[object, ...] = ()) -> lis
 
 def assert_group_counts_match_rows(url: str) -> None:
     """Every group's kept counts equal a row-by-row count of its jobs."""
-    from conveyor.ledger.group_sql import COUNT_COLUMNS, STATES
+    from conveyor.ledger.schema import COUNT_COLUMNS, STATES
 
     sums = ", ".join(f"sum({column})" for column in COUNT_COLUMNS)
     rows = raw_sql(url, f"SELECT group_id, {sums} FROM conveyor_group_counts GROUP BY group_id")
@@ -365,7 +365,7 @@ def test_the_last_two_ends_racing_make_the_completion_due_once(
     import psycopg
 
     from conveyor.ledger import Completion, group_sql
-    from conveyor.ledger.base import check_event
+    from conveyor.ledger.checks import check_event
     from conveyor.ledger.postgres import _PostgresTx
 
     url = make_postgres_url()

@@ -1,4 +1,4 @@
-"""The ledger contract (``conveyor.ledger.base``), run unchanged on every backend: SQLite
+"""The ledger contract (``conveyor.ledger.base.Ledger``), run unchanged on every backend: SQLite
 files and a real PostgreSQL server on 127.0.0.1."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from conveyor.errors import BadInput, ConveyorError, StorageError
 from conveyor.jobs import TERMINAL, Job, JobState
 from conveyor.ledger import (
     MAX_ERROR_CHARS,
+    MAX_RESULT_BYTES,
     SCHEMA_VERSION,
     AmbiguousJobId,
     JobFinished,
@@ -26,7 +27,6 @@ from conveyor.ledger import (
     SchemaMismatch,
     open_ledger,
 )
-from conveyor.ledger.base import MAX_RESULT_BYTES
 from tests.fixtures.postgres import raw_sql
 
 Q, R, T = JobState.QUEUED, JobState.RUNNING, JobState.RETRYING
@@ -573,26 +573,26 @@ def test_worker_stats_are_replaced_per_writer_and_summed(ledger: Ledger) -> None
 def test_every_sqlite_reader_walks_an_index(tmp_path: Path) -> None:
     import sqlite3
 
-    from conveyor.ledger import schema
+    from conveyor.ledger import job_sql
 
     url = f"sqlite://{tmp_path / 'ledger.db'}"
     with open_ledger(url) as ledger:
         ledger.record_many(LedgerEvent(f"J{n:04d}", Q, at=T0 + n, task="t") for n in range(300))
     queries = [
-        schema.jobs_query(state, task, 10, before)
+        job_sql.jobs_query(state, task, 10, before)
         for state in (None, F)
         for task in (None, "t")
         for before in (None, (T0, "J0001"))
     ]
     queries += [
-        (schema.FIND_PREFIX, ["J0", "J1", 2]),
-        (f"{schema.SELECT_JOBS}IN (?, ?)", ["J0001", "J0002"]),
-        (schema.FINISHED_BETWEEN, [T0, T0 + 60]),
-        (schema.SPAN, []),
-        (schema.OLDEST_QUEUED, []),
-        (schema.HISTORY, ["J0001"]),
-        (schema.transitions_query(T0 + 9), [T0, T0 + 9, 10]),
-        (schema.PRUNE_JOBS.format(lock=""), [T0, 10]),
+        (job_sql.FIND_PREFIX, ["J0", "J1", 2]),
+        (f"{job_sql.SELECT_JOBS}IN (?, ?)", ["J0001", "J0002"]),
+        (job_sql.FINISHED_BETWEEN, [T0, T0 + 60]),
+        (job_sql.SPAN, []),
+        (job_sql.OLDEST_QUEUED, []),
+        (job_sql.HISTORY, ["J0001"]),
+        (job_sql.transitions_query(T0 + 9), [T0, T0 + 9, 10]),
+        (job_sql.PRUNE_JOBS.format(lock=""), [T0, 10]),
     ]
     conn = sqlite3.connect(tmp_path / "ledger.db")
     try:

@@ -89,7 +89,7 @@ def true_group_counts(url: str) -> dict[tuple[str, str], int]:
 def assert_group_counts_exact(ledger: Ledger, url: str) -> None:
     """Every group's kept counts (created or not) equal a row-by-row count, and
     :meth:`Ledger.group` reads them."""
-    from conveyor.ledger.group_sql import COUNT_COLUMNS, STATES
+    from conveyor.ledger.schema import COUNT_COLUMNS, STATES
 
     sums = ", ".join(f"sum({column})" for column in COUNT_COLUMNS)
     rows = raw_sql(url, f"SELECT group_id, {sums} FROM conveyor_group_counts GROUP BY group_id")
@@ -585,7 +585,7 @@ def test_jobs_of_a_group_never_created_are_pruned_as_plain_jobs(
 def test_every_sqlite_group_query_walks_an_index(tmp_path: Path) -> None:
     import sqlite3
 
-    from conveyor.ledger import group_sql, schema
+    from conveyor.ledger import group_sql, job_sql, schema
 
     url = f"sqlite://{tmp_path / 'ledger.db'}"
     with open_ledger(url) as ledger:
@@ -593,7 +593,7 @@ def test_every_sqlite_group_query_walks_an_index(tmp_path: Path) -> None:
             submit(ledger, f"G{g:02d}", 10, completion=merge(f"G{g:02d}"))
         ledger.record_many(LedgerEvent(f"J{n:04d}", Q, at=T0 + n, task="t") for n in range(300))
     queries: list[tuple[str, list[Any]]] = [
-        schema.jobs_query(state, task, 10, before, "G01")
+        job_sql.jobs_query(state, task, 10, before, "G01")
         for state in (None, F)
         for task in (None, "csv")
         for before in (None, (T0, "G01-001"))
@@ -604,7 +604,7 @@ def test_every_sqlite_group_query_walks_an_index(tmp_path: Path) -> None:
         (group_sql.FIND_GROUP_PREFIX, ["G0", "G1", 2]),
         (group_sql.MARK_SENT, [T0, "G01"]),
         (group_sql.counts_query(2), ["G01", "G02"]),
-        (group_sql.BUMP, ["G01", 1, -1, 0, 0, 0, 0, None, None]),
+        (schema.BUMP, ["G01", 1, -1, 0, 0, 0, 0, None, None]),
         (group_sql._STATE, ["G01"]),
         (group_sql._COUNTS, ["G01"]),
         (group_sql._FIRST_FAILURE, ["G01", "G01"]),
@@ -617,7 +617,7 @@ def test_every_sqlite_group_query_walks_an_index(tmp_path: Path) -> None:
         (group_sql._PRUNE_COUNTS, ["G01"]),
         (group_sql._PRUNE_GROUP, ["G01", "G01"]),
         (group_sql.PRUNE_ORPHAN_COUNTS, ["G01", "G01", "G01"]),
-        (schema.PRUNE_JOBS.format(lock=""), [T0, 10]),
+        (job_sql.PRUNE_JOBS.format(lock=""), [T0, 10]),
     ]
     conn = sqlite3.connect(tmp_path / "ledger.db")
     try:

@@ -5,28 +5,22 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from conveyor.errors import ConfigError
-from conveyor.ledger.base import (
-    DEFAULT_RETENTION_S,
+from conveyor.ledger.base import DEFAULT_RETENTION_S, Ledger
+from conveyor.ledger.checks import (
     MAX_ERROR_CHARS,
     MAX_RESULT_BYTES,
-    SCHEMA_VERSION,
-    AmbiguousJobId,
-    Failure,
-    JobFinished,
-    JobNotFound,
-    JobRecord,
-    Ledger,
-    LedgerEvent,
-    LedgerSummary,
-    SchemaMismatch,
-    Transition,
     check_writer_id,
     new_writer_id,
-    state_rank,
+)
+from conveyor.ledger.errors import (
+    AmbiguousJobId,
+    JobFinished,
+    JobNotFound,
+    LedgerNotFound,
+    SchemaMismatch,
 )
 from conveyor.ledger.groups import (
     Completion,
@@ -34,39 +28,16 @@ from conveyor.ledger.groups import (
     GroupRecord,
     GroupState,
 )
-
-#: The embedded ledger's file name, beside the SQLite queue in the storage's ``_conveyor/``.
-LEDGER_FILE = "ledger.db"
-
-
-def default_ledger_url(storage: Path) -> str:
-    """The embedded ledger's URL for a storage root."""
-    from conveyor.settings import STATE_DIR
-
-    return f"sqlite://{(Path(storage) / STATE_DIR / LEDGER_FILE).resolve()}"  # sqlite:///abs
-
-
-def redact_url(url: str) -> str:
-    """The URL with its password (and any ``password=`` query value) replaced by ``***``:
-    safe for logs, errors, ``--help`` and manifests."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable URL>"
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, _, host = netloc.rpartition("@")
-        user, sep, _ = userinfo.partition(":")
-        netloc = f"{user}:***@{host}" if sep else f"{user}@{host}"
-    query = "&".join(
-        f"{key}=***" if key.lower() in ("password", "passwd") else item
-        for item in parts.query.split("&")
-        if item
-        for key in [item.partition("=")[0]]
-    )
-    if netloc == parts.netloc and query == parts.query:
-        return url  # nothing secret (and urlunsplit would drop sqlite:/// slashes)
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+from conveyor.ledger.records import (
+    Failure,
+    JobRecord,
+    LedgerEvent,
+    LedgerSummary,
+    Transition,
+    state_rank,
+)
+from conveyor.ledger.schema import SCHEMA_VERSION
+from conveyor.ledger.urls import LEDGER_FILE, default_ledger_url, redact_url
 
 
 def open_ledger(
@@ -102,10 +73,6 @@ def open_ledger(
     raise ConfigError(
         f"unknown ledger URL {redact_url(url)!r}: use sqlite:///path or postgresql://..."
     )
-
-
-class LedgerNotFound(ConfigError):
-    """There is no ledger at that URL yet (nothing was submitted)."""
 
 
 __all__ = [

@@ -1,17 +1,6 @@
-"""Job groups in SQL, shared by the SQLite and PostgreSQL backends: the group tables, the
-statements, and the one place where a group's fate is decided (:func:`settle_group`).
-
-A group's counts are kept by the backend in the transaction that moves its jobs (SQLite
-from the batch's before/after snapshots, PostgreSQL in the jobs table's triggers), in
-counter rows sharded by writer like the per-task counts, so that writers finishing jobs of
-one group never wait on one another to count. Deciding needs exact totals, so a
-transaction that may decide (it ended a job of the group, or added jobs to it) first takes
-the group's lock (a transaction-scoped advisory lock on PostgreSQL, held to commit; the
-database lock on SQLite), then reads the summed counts: the last such transaction sees
-every other's count. Locks are taken in group id order, after every job row of the batch.
-
-Statements use ``?`` placeholders (and no ``?`` or ``%`` in literals).
-"""
+"""Job groups in SQL, shared by the SQLite and PostgreSQL backends: the statements, and the
+one place where a group's fate is decided (:func:`settle_group`). The group tables are in
+:mod:`conveyor.ledger.schema`; statements use ``?`` placeholders (no ``?`` or ``%`` in literals)."""
 
 from __future__ import annotations
 
@@ -21,23 +10,26 @@ from dataclasses import replace
 from typing import Any, Protocol
 
 from conveyor.jobs import JobState
-from conveyor.ledger.base import EventRow, LedgerEvent, check_event
-from conveyor.ledger.groups import (
-    Completion,
-    GroupConflict,
-    GroupRecord,
-    GroupSpec,
-    GroupState,
-)
+from conveyor.ledger.checks import EventRow, check_event
+from conveyor.ledger.decode import counts_of
+from conveyor.ledger.groups import Completion, GroupConflict, GroupSpec, GroupState
+from conveyor.ledger.records import LedgerEvent
+from conveyor.ledger.schema import SUMS
 
-#: The job states, in the order of the count columns.
-STATES = tuple(JobState)
-COUNT_COLUMNS = tuple(f"n_{state.value}" for state in STATES)
-#: Counter rows per group on PostgreSQL (a writer bumps the row of its backend).
-GROUP_SHARDS = 64
 #: Rounds of settling in one transaction: a decision's follow-up events (cancels, the
 #: completion job) are applied and settled again; the second round changes nothing.
 _MAX_ROUNDS = 5
+
+
+# A group's counts are kept by the backend in the transaction that moves its jobs (SQLite
+# from the batch's before/after snapshots, PostgreSQL in the jobs table's triggers), in
+# counter rows sharded by writer like the per-task counts, so that writers finishing jobs
+# of one group never wait on one another to count. Deciding needs exact totals, so a
+# transaction that may decide (it ended a job of the group, or added jobs to it) first
+# takes the group's lock (a transaction-scoped advisory lock on PostgreSQL, held to
+# commit; the database lock on SQLite), then reads the summed counts: the last such
+# transaction sees every other's count. Locks are taken in group id order, after every
+# job row of the batch.
 
 
 class Touch(enum.IntFlag):
@@ -51,92 +43,11 @@ class Touch(enum.IntFlag):
     COMPLETION = 4
 
 
-# --- the tables ------------------------------------------------------------------------------
-
-
-def _tables(text: str, real: str, key: str, without_rowid: str) -> list[str]:
-    counts = ",\n        ".join(f"{column} bigint NOT NULL DEFAULT 0" for column in COUNT_COLUMNS)
-    return [
-        f"""CREATE TABLE conveyor_groups (
-        group_id {key} PRIMARY KEY NOT NULL,
-        state {text} NOT NULL,
-        total bigint NOT NULL,
-        tolerate_failures bigint NOT NULL,
-        completion_job_id {text},
-        completion {text},
-        source {text},
-        created_at {real} NOT NULL,
-        finished_at {real},
-        reason {text},
-        completion_due_at {real},
-        completion_sent_at {real})""",
-        # Rows appear with a group's first counted job, before or after create_group.
-        f"""CREATE TABLE conveyor_group_counts (
-        group_id {key} NOT NULL,
-        shard smallint NOT NULL,
-        {counts},
-        first_started_at {real},
-        last_finished_at {real},
-        PRIMARY KEY (group_id, shard)){without_rowid}""",
-    ]
-
-
-SQLITE_TABLES = _tables("TEXT", "REAL", "TEXT", " WITHOUT ROWID")
-POSTGRES_TABLES = _tables("text", "double precision", 'text COLLATE "C"', "")
-INDEXES = [
-    "CREATE INDEX conveyor_groups_created ON conveyor_groups (created_at, group_id)",
-    "CREATE INDEX conveyor_groups_upper_id ON conveyor_groups (upper(group_id))",
-    """CREATE INDEX conveyor_groups_due ON conveyor_groups (completion_due_at, group_id)
-        WHERE state = 'completing' AND completion_sent_at IS NULL""",
-    """CREATE INDEX conveyor_groups_finished ON conveyor_groups (finished_at)
-        WHERE finished_at IS NOT NULL""",
-    # Jobs without a group are not in it: their writes never touch it.
-    """CREATE INDEX conveyor_jobs_group ON conveyor_jobs (group_id, state, updated_at, job_id)
-        WHERE group_id IS NOT NULL""",
-]
-
-
-def bump(values: Sequence[str]) -> str:
-    """Add to a group's counter row: ``values`` are the group id, the shard, one delta per
-    state (:data:`STATES`' order), a start time and a finish time (or NULL), as
-    placeholders or expressions."""
-    columns = ", ".join(COUNT_COLUMNS)
-    sets = ", ".join(f"{column} = c.{column} + excluded.{column}" for column in COUNT_COLUMNS)
-    return f"""INSERT INTO conveyor_group_counts AS c (group_id, shard, {columns},
-        first_started_at, last_finished_at) VALUES ({", ".join(values)})
-    ON CONFLICT (group_id, shard) DO UPDATE SET {sets},
-        first_started_at = CASE WHEN c.first_started_at IS NULL
-            OR excluded.first_started_at < c.first_started_at
-            THEN excluded.first_started_at ELSE c.first_started_at END,
-        last_finished_at = CASE WHEN c.last_finished_at IS NULL
-            OR excluded.last_finished_at > c.last_finished_at
-            THEN excluded.last_finished_at ELSE c.last_finished_at END"""
-
-
-#: SQLite's bump (one counter row per group), with its values as parameters.
-BUMP = bump(["?", "0", *["?"] * len(STATES), "?", "?"])
-
-#: SQLite's delete trigger: a pruned job leaves its group's counts.
-SQLITE_UNCOUNT_TRIGGER = f"""CREATE TRIGGER conveyor_jobs_group_deleted
-    AFTER DELETE ON conveyor_jobs WHEN old.group_id IS NOT NULL AND old.completes = 0 BEGIN
-        UPDATE conveyor_group_counts SET {
-    ", ".join(
-        f"{column} = {column} - (old.state = '{state.value}')"
-        for column, state in zip(COUNT_COLUMNS, STATES, strict=True)
-    )
-} WHERE group_id = old.group_id AND shard = 0;
-    END"""
-
-_SUMS = (
-    ", ".join(f"coalesce(sum({column}), 0)" for column in COUNT_COLUMNS)
-    + ", min(first_started_at), max(last_finished_at)"
-)
-
 # --- deciding -----------------------------------------------------------------------------------
 
 _STATE = """SELECT state, total, tolerate_failures, completion_job_id, completion_due_at
 FROM conveyor_groups WHERE group_id = ?"""
-_COUNTS = f"SELECT {_SUMS} FROM conveyor_group_counts WHERE group_id = ?"
+_COUNTS = f"SELECT {SUMS} FROM conveyor_group_counts WHERE group_id = ?"
 # The oldest failure of the group (two index seeks), named in its reason.
 _FIRST_FAILURE = f"""SELECT job_id, state, error FROM (
     {
@@ -177,6 +88,9 @@ class Tx(Protocol):
 
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         """Run one statement (``?`` placeholders); its rows (none for a plain write)."""
+
+    def many(self, sql: str, params: Sequence[Sequence[Any]]) -> None:
+        """Run one statement once per parameter row (``executemany``)."""
 
     def apply(self, rows: Sequence[EventRow]) -> dict[str, Touch]:
         """Apply events by the rank rule, with their counts and history; what they did to
@@ -264,14 +178,6 @@ def _decide(
     envelope, due_at, source = made[0]
     completion = Completion.from_stored(group_id, envelope, due_at)
     return [_completion_event(completion, source)], [completion]
-
-
-def counts_of(row: Sequence[Any]) -> dict[JobState, int]:
-    """Counts by state from a row of summed count columns."""
-    counts = dict.fromkeys(STATES, 0)
-    for state, n in zip(STATES, row, strict=False):
-        counts[state] = int(n or 0)
-    return counts
 
 
 def _first_failure(tx: Tx, group_id: str) -> str:
@@ -414,7 +320,7 @@ def counts_query(count: int) -> str:
     """The summed counts of ``count`` groups (an index range per group)."""
     marks = ", ".join("?" * count)
     return (
-        f"SELECT group_id, {_SUMS} FROM conveyor_group_counts "
+        f"SELECT group_id, {SUMS} FROM conveyor_group_counts "
         f"WHERE group_id IN ({marks}) GROUP BY group_id"
     )
 
@@ -432,38 +338,3 @@ def groups_query(limit: int, before: tuple[float, str] | None) -> tuple[str, lis
         "ORDER BY created_at DESC, group_id DESC LIMIT ?"
     )
     return sql, params
-
-
-def decode_group(row: Sequence[Any], sums: Sequence[Any] | None) -> GroupRecord:
-    """A :class:`GroupRecord` from a row of the group columns and its summed counts (a
-    ``(counts..., first_started_at, last_finished_at)`` row, None if it has none)."""
-    counts = counts_of(sums or ())
-    first = last = None
-    if sums is not None:
-        first, last = sums[len(STATES)], sums[len(STATES) + 1]
-    return GroupRecord(
-        group_id=row[0],
-        state=GroupState(row[1]),
-        total=int(row[2]),
-        counts=counts,
-        tolerate_failures=int(row[3]),
-        completion_job_id=row[4],
-        reason=row[5],
-        source=row[6],
-        created_at=float(row[7]),
-        finished_at=_float(row[8]),
-        first_started_at=_float(first),
-        last_finished_at=_float(last),
-        completion_due_at=_float(row[9]),
-        completion_sent_at=_float(row[10]),
-    )
-
-
-def decode_completion(row: Sequence[Any]) -> Completion:
-    """A :class:`Completion` from a ``(group_id, completion, completion_due_at)`` row."""
-    group_id, envelope, due_at = row
-    return Completion.from_stored(group_id, envelope, float(due_at))
-
-
-def _float(value: Any) -> float | None:
-    return None if value is None else float(value)

@@ -24,16 +24,14 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from conveyor.errors import ConfigError, StorageError, StorageFull
 from conveyor.jobs import TERMINAL
-from conveyor.ledger import schema
-from conveyor.ledger.base import (
-    SCHEMA_VERSION,
-    EventRow,
-    JobRecord,
-    check_writer_id,
-    new_writer_id,
-)
+from conveyor.ledger import job_sql, schema
+from conveyor.ledger.checks import EventRow, check_writer_id, new_writer_id
+from conveyor.ledger.decode import decode_record
 from conveyor.ledger.group_sql import Touch, Tx
-from conveyor.ledger.sql import SQLLedger, decode_record
+from conveyor.ledger.records import JobRecord
+from conveyor.ledger.schema import SCHEMA_VERSION
+from conveyor.ledger.sql import SQLLedger
+from conveyor.ledger.urls import redact_url
 
 T = TypeVar("T")
 
@@ -61,12 +59,12 @@ def _pg(sql: str) -> str:
 # Each event returns its job's group (NULL for most), state and role: a batch settles the
 # groups it touched, and a batch of jobs without a group pays for nothing more.
 _TOUCHED = " RETURNING group_id, state, completes"
-_UPSERT = _pg(schema.UPSERT) + _TOUCHED
-_REDRIVE = _pg(schema.REDRIVE) + _TOUCHED
+_UPSERT = _pg(job_sql.UPSERT) + _TOUCHED
+_REDRIVE = _pg(job_sql.REDRIVE) + _TOUCHED
 #: The first key of the groups' advisory locks (the second is the group id's hash).
 _GROUP_LOCK = 7_301_967
 _TERMINAL = frozenset(state.value for state in TERMINAL)
-_SELECT_JOBS = schema.SELECT_JOBS + "= ANY(%s)"
+_SELECT_JOBS = job_sql.SELECT_JOBS + "= ANY(%s)"
 
 
 class PostgresLedger(SQLLedger):
@@ -101,8 +99,6 @@ class PostgresLedger(SQLLedger):
             SchemaMismatch: the schema is newer than this code's, or needs a migrate.
             StorageError: the server cannot be reached.
         """
-        from conveyor.ledger import redact_url
-
         self.url = redact_url(url)
         self.writer = new_writer_id() if writer is None else check_writer_id(writer)
         if pool_size < 1:
@@ -250,18 +246,6 @@ class PostgresLedger(SQLLedger):
     def _transaction(self, work: Callable[[Tx], T]) -> T:
         return self._run(lambda cur: work(_PostgresTx(cur)), write=True)
 
-    def _record_worker_stats(self, writer: str, counts: dict[str, int], at: float) -> None:
-        rows = [(writer, kind, n, at) for kind, n in counts.items()]
-
-        def replace(cur: psycopg.Cursor[Any]) -> None:
-            cur.execute(_pg(schema.DELETE_WORKER_STATS), (writer,))
-            cur.executemany(_pg(schema.INSERT_WORKER_STAT), rows)
-
-        self._run(replace, write=True)
-
-    def _prune_writers(self, cutoff: float) -> None:
-        self._run(lambda cur: cur.execute(_pg(schema.PRUNE_WRITERS), (cutoff,)), write=True)
-
     # --- reading ------------------------------------------------------------------------------
 
     def _get_many(self, job_ids: Sequence[str]) -> dict[str, JobRecord]:
@@ -301,17 +285,20 @@ class _PostgresTx:
         self._cur.execute(_pg(sql), params)
         return self._cur.fetchall() if self._cur.description else []
 
+    def many(self, sql: str, params: Sequence[Sequence[Any]]) -> None:
+        self._cur.executemany(_pg(sql), params)
+
     def apply(self, rows: Sequence[EventRow]) -> dict[str, Touch]:
         # Jobs in id order (each job's events keep theirs): concurrent batches then lock
         # the rows they share in the same order, which avoids most deadlocks.
         cur = self._cur
         touched: dict[str, Touch] = {}
-        for redrive, run in schema.runs(sorted(rows, key=lambda row: row.job_id)):
+        for redrive, run in job_sql.runs(sorted(rows, key=lambda row: row.job_id)):
             if redrive:
                 sql = _REDRIVE
-                params = [schema.redrive_params(r.job_id, r.at, r.worker) for r in run]
+                params = [job_sql.redrive_params(r.job_id, r.at, r.worker) for r in run]
             else:
-                sql, params = _UPSERT, [schema.event_params(r) for r in run]
+                sql, params = _UPSERT, [job_sql.event_params(r) for r in run]
             cur.executemany(sql, params, returning=True)
             for row in run:
                 for group, state, completes in cur.fetchall():

@@ -1,25 +1,108 @@
-"""The ledger's tables, statements and row decoding, shared by the SQLite and PostgreSQL
-backends: the forward-only rule lives here once, as the upsert both databases run.
-
-Statements use ``?`` placeholders; the PostgreSQL backend turns them into ``%s``.
+"""The ledger's schema: the tables, triggers and indexes of both databases (jobs, their
+history and counts, groups), as forward-only migration steps, and the version check.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
-from conveyor.errors import ConfigError
-from conveyor.jobs import TERMINAL, JobState
-from conveyor.ledger import group_sql
-from conveyor.ledger.base import SCHEMA_VERSION, EventRow, SchemaMismatch
+from conveyor.jobs import JobState
+from conveyor.ledger.errors import LedgerNotFound, SchemaMismatch
 
-_TERMINAL = ", ".join(f"'{state.value}'" for state in sorted(TERMINAL))
-#: States whose event's error the job keeps (a reason to show); others clear it.
-_ERROR_STATES = frozenset({JobState.FAILED, JobState.CANCELLED, JobState.RETRYING})
+#: The schema version this code writes. A database with a newer one is refused; an older
+#: one is upgraded by ``conveyor ledger migrate``.
+SCHEMA_VERSION = 1
 
 #: Counter rows per (task, state) on PostgreSQL: concurrent writers bump different rows.
 COUNT_SHARDS = 16
+
+#: The job states, in the order of the count columns.
+STATES = tuple(JobState)
+COUNT_COLUMNS = tuple(f"n_{state.value}" for state in STATES)
+#: Counter rows per group on PostgreSQL (a writer bumps the row of its backend).
+GROUP_SHARDS = 64
+
+# --- the group tables (the jobs' tables are below) -------------------------------------------
+
+
+def _tables(text: str, real: str, key: str, without_rowid: str) -> list[str]:
+    counts = ",\n        ".join(f"{column} bigint NOT NULL DEFAULT 0" for column in COUNT_COLUMNS)
+    return [
+        f"""CREATE TABLE conveyor_groups (
+        group_id {key} PRIMARY KEY NOT NULL,
+        state {text} NOT NULL,
+        total bigint NOT NULL,
+        tolerate_failures bigint NOT NULL,
+        completion_job_id {text},
+        completion {text},
+        source {text},
+        created_at {real} NOT NULL,
+        finished_at {real},
+        reason {text},
+        completion_due_at {real},
+        completion_sent_at {real})""",
+        # Rows appear with a group's first counted job, before or after create_group.
+        f"""CREATE TABLE conveyor_group_counts (
+        group_id {key} NOT NULL,
+        shard smallint NOT NULL,
+        {counts},
+        first_started_at {real},
+        last_finished_at {real},
+        PRIMARY KEY (group_id, shard)){without_rowid}""",
+    ]
+
+
+SQLITE_TABLES = _tables("TEXT", "REAL", "TEXT", " WITHOUT ROWID")
+POSTGRES_TABLES = _tables("text", "double precision", 'text COLLATE "C"', "")
+GROUP_INDEXES = [
+    "CREATE INDEX conveyor_groups_created ON conveyor_groups (created_at, group_id)",
+    "CREATE INDEX conveyor_groups_upper_id ON conveyor_groups (upper(group_id))",
+    """CREATE INDEX conveyor_groups_due ON conveyor_groups (completion_due_at, group_id)
+        WHERE state = 'completing' AND completion_sent_at IS NULL""",
+    """CREATE INDEX conveyor_groups_finished ON conveyor_groups (finished_at)
+        WHERE finished_at IS NOT NULL""",
+    # Jobs without a group are not in it: their writes never touch it.
+    """CREATE INDEX conveyor_jobs_group ON conveyor_jobs (group_id, state, updated_at, job_id)
+        WHERE group_id IS NOT NULL""",
+]
+
+
+def bump(values: Sequence[str]) -> str:
+    """Add to a group's counter row: ``values`` are the group id, the shard, one delta per
+    state (:data:`STATES`' order), a start time and a finish time (or NULL), as
+    placeholders or expressions."""
+    columns = ", ".join(COUNT_COLUMNS)
+    sets = ", ".join(f"{column} = c.{column} + excluded.{column}" for column in COUNT_COLUMNS)
+    return f"""INSERT INTO conveyor_group_counts AS c (group_id, shard, {columns},
+        first_started_at, last_finished_at) VALUES ({", ".join(values)})
+    ON CONFLICT (group_id, shard) DO UPDATE SET {sets},
+        first_started_at = CASE WHEN c.first_started_at IS NULL
+            OR excluded.first_started_at < c.first_started_at
+            THEN excluded.first_started_at ELSE c.first_started_at END,
+        last_finished_at = CASE WHEN c.last_finished_at IS NULL
+            OR excluded.last_finished_at > c.last_finished_at
+            THEN excluded.last_finished_at ELSE c.last_finished_at END"""
+
+
+#: SQLite's bump (one counter row per group), with its values as parameters.
+BUMP = bump(["?", "0", *["?"] * len(STATES), "?", "?"])
+
+#: SQLite's delete trigger: a pruned job leaves its group's counts.
+SQLITE_UNCOUNT_TRIGGER = f"""CREATE TRIGGER conveyor_jobs_group_deleted
+    AFTER DELETE ON conveyor_jobs WHEN old.group_id IS NOT NULL AND old.completes = 0 BEGIN
+        UPDATE conveyor_group_counts SET {
+    ", ".join(
+        f"{column} = {column} - (old.state = '{state.value}')"
+        for column, state in zip(COUNT_COLUMNS, STATES, strict=True)
+    )
+} WHERE group_id = old.group_id AND shard = 0;
+    END"""
+
+#: The summed counter rows of a group: its counts, first start and last finish.
+SUMS = (
+    ", ".join(f"coalesce(sum({column}), 0)" for column in COUNT_COLUMNS)
+    + ", min(first_started_at), max(last_finished_at)"
+)
 
 # --- the tables, per backend, as a list of migration steps (step i makes version i+1) -----
 
@@ -47,7 +130,7 @@ _SQLITE_V1 = [
         writer TEXT NOT NULL, kind TEXT NOT NULL, n INTEGER NOT NULL, updated_at REAL NOT NULL,
         PRIMARY KEY (writer, kind)) WITHOUT ROWID""",
     "CREATE INDEX conveyor_jobs_upper_id ON conveyor_jobs (upper(job_id))",
-    *group_sql.SQLITE_TABLES,
+    *SQLITE_TABLES,
     # Insert and update triggers would triple the cost of an event's upsert on SQLite (they
     # turn off its fast path): the backend writes counts and history itself, in the same
     # transaction. Deletes (prune) are rare, so a trigger does that part.
@@ -56,18 +139,18 @@ _SQLITE_V1 = [
             WHERE task = coalesce(old.task, '') AND state = old.state;
         DELETE FROM conveyor_transitions WHERE job_id = old.job_id;
     END""",
-    group_sql.SQLITE_UNCOUNT_TRIGGER,
+    SQLITE_UNCOUNT_TRIGGER,
 ]
 
 # A group's counts move from one state (p_minus, or none) to another (p_plus, or none).
-_PG_GROUP_ADD = group_sql.bump(
+_PG_GROUP_ADD = bump(
     [
         "p_group",
-        f"pg_backend_pid() % {group_sql.GROUP_SHARDS}",
+        f"pg_backend_pid() % {GROUP_SHARDS}",
         *(
             f"coalesce(p_plus = '{state.value}', false)::int "
             f"- coalesce(p_minus = '{state.value}', false)::int"
-            for state in group_sql.STATES
+            for state in STATES
         ),
         "p_started",
         "p_finished",
@@ -105,7 +188,7 @@ _POSTGRES_V1 = [
         writer text NOT NULL, kind text NOT NULL, n bigint NOT NULL,
         updated_at double precision NOT NULL, PRIMARY KEY (writer, kind))""",
     "CREATE INDEX conveyor_jobs_upper_id ON conveyor_jobs (upper(job_id))",
-    *group_sql.POSTGRES_TABLES,
+    *POSTGRES_TABLES,
     # Writers bump the shard of their own backend, so that concurrent transactions rarely
     # wait on (or deadlock over) the same counter row; readers sum the shards.
     f"""CREATE FUNCTION conveyor_bump(p_task text, p_state text, p_delta bigint)
@@ -199,8 +282,8 @@ _INDEXES_V1 = [
 ]
 
 #: Migration steps: ``STEPS[i]`` turns a version-``i`` database into version ``i + 1``.
-SQLITE_STEPS: list[list[str]] = [_SQLITE_V1 + _INDEXES_V1 + group_sql.INDEXES]
-POSTGRES_STEPS: list[list[str]] = [_POSTGRES_V1 + _INDEXES_V1 + group_sql.INDEXES]
+SQLITE_STEPS: list[list[str]] = [_SQLITE_V1 + _INDEXES_V1 + GROUP_INDEXES]
+POSTGRES_STEPS: list[list[str]] = [_POSTGRES_V1 + _INDEXES_V1 + GROUP_INDEXES]
 assert len(SQLITE_STEPS) == len(POSTGRES_STEPS) == SCHEMA_VERSION
 
 READ_VERSION = "SELECT value FROM conveyor_meta WHERE key = 'schema_version'"
@@ -228,224 +311,9 @@ def check_version(version: int, where: str, *, upgrading: bool = False) -> None:
         )
 
 
-def not_found(url: str) -> ConfigError:
+def not_found(url: str) -> LedgerNotFound:
     """The error for a ledger that does not exist yet (``create=False``)."""
-    from conveyor.ledger import LedgerNotFound
-
     return LedgerNotFound(
         f"no ledger at {url}: nothing was submitted there yet "
         "(or point --ledger / CONVEYOR_LEDGER_URL at the right one)"
     )
-
-
-# --- writing ----------------------------------------------------------------------------
-
-# One event, applied by the rank rule in the database. The VALUES row is the job as if this
-# were its first event; on conflict it merges: the larger rank wins the state and what goes
-# with it, fields the job lacks are filled from any event, the earliest queued time is the
-# submit time, and the start is the winning run's.
-_WIN = "excluded.rank > j.rank"
-
-
-def _fill(column: str) -> str:
-    """The winner's value if it carries one; else the job's; else this event's."""
-    return (
-        f"{column} = CASE WHEN {_WIN} THEN coalesce(excluded.{column}, j.{column}) "
-        f"ELSE coalesce(j.{column}, excluded.{column}) END"
-    )
-
-
-def _winner(column: str) -> str:
-    return f"{column} = CASE WHEN {_WIN} THEN excluded.{column} ELSE j.{column} END"
-
-
-UPSERT = f"""
-INSERT INTO conveyor_jobs AS j (job_id, state, rank, attempts, task, input, output, seed,
-    worker, source, submitted_at, started_at, finished_at, updated_at, error, result,
-    group_id, completes)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (job_id) DO UPDATE SET
-    {_winner("state")}, {_winner("rank")},
-    attempts = CASE WHEN excluded.attempts > j.attempts THEN excluded.attempts
-        ELSE j.attempts END,
-    {_fill("task")}, {_fill("input")}, {_fill("output")}, {_fill("seed")},
-    {_fill("worker")}, {_fill("source")},
-    submitted_at = CASE WHEN j.submitted_at IS NULL OR excluded.submitted_at < j.submitted_at
-        THEN excluded.submitted_at ELSE j.submitted_at END,
-    started_at = CASE WHEN excluded.started_at IS NOT NULL AND ({_WIN}
-            OR (j.started_at IS NULL AND excluded.attempts >= j.attempts))
-        THEN excluded.started_at ELSE j.started_at END,
-    {_winner("finished_at")}, {_winner("updated_at")}, {_winner("error")}, {_winner("result")},
-    group_id = coalesce(j.group_id, excluded.group_id),
-    completes = CASE WHEN excluded.completes > j.completes THEN excluded.completes
-        ELSE j.completes END
-"""
-
-REDRIVE = """
-UPDATE conveyor_jobs SET state = 'queued', rank = 0, attempts = 0, redrives = redrives + 1,
-    error = NULL, result = NULL, started_at = NULL, finished_at = NULL, updated_at = ?,
-    worker = ?
-WHERE job_id = ? AND state = 'failed'
-"""
-
-
-def event_params(row: EventRow) -> tuple[Any, ...]:
-    """The :data:`UPSERT` parameters of one event: the job as if it were its first."""
-    state, at = row.state, row.at
-    return (
-        row.job_id,
-        state.value,
-        row.rank,
-        row.attempt,
-        row.task,
-        row.input,
-        row.output,
-        row.seed,
-        row.worker,
-        row.source,
-        at if state is JobState.QUEUED else None,
-        at if state is JobState.RUNNING else None,
-        at if state in TERMINAL else None,
-        at,
-        row.error if state in _ERROR_STATES else None,
-        row.result_json if state is JobState.SUCCEEDED else None,
-        row.group,
-        1 if row.completes else 0,
-    )
-
-
-def redrive_params(job_id: str, at: float, worker: str | None = None) -> tuple[Any, ...]:
-    """The :data:`REDRIVE` parameters."""
-    return (at, worker, job_id)
-
-
-def runs(rows: Sequence[EventRow]) -> list[tuple[bool, list[EventRow]]]:
-    """Split a batch into runs of ordinary events and of redrives, keeping its order
-    (ordinary ones go to the database in one ``executemany`` per run)."""
-    out: list[tuple[bool, list[EventRow]]] = []
-    for row in rows:
-        if out and out[-1][0] == row.redrive:
-            out[-1][1].append(row)
-        else:
-            out.append((row.redrive, [row]))
-    return out
-
-
-INSERT_TRANSITION = (
-    "INSERT INTO conveyor_transitions (job_id, state, attempt, at, worker, error) "
-    "VALUES (?, ?, ?, ?, ?, ?)"
-)
-DELETE_WORKER_STATS = "DELETE FROM conveyor_worker_stats WHERE writer = ?"
-INSERT_WORKER_STAT = (
-    "INSERT INTO conveyor_worker_stats (writer, kind, n, updated_at) VALUES (?, ?, ?, ?)"
-)
-PRUNE_WRITERS = "DELETE FROM conveyor_worker_stats WHERE updated_at < ?"
-#: A terminal job's update time is its finish time; the delete trigger takes its history
-#: and its share of the counts. A group's jobs go with their group (group_sql); those of a
-#: group never created go as plain jobs.
-PRUNE_JOBS = f"""
-DELETE FROM conveyor_jobs WHERE job_id IN (
-    SELECT job_id FROM conveyor_jobs WHERE state IN ({_TERMINAL}) AND updated_at < ?
-        AND (group_id IS NULL OR NOT EXISTS (
-            SELECT 1 FROM conveyor_groups g WHERE g.group_id = conveyor_jobs.group_id))
-    LIMIT ?{{lock}})
-RETURNING group_id
-"""
-
-# --- reading ----------------------------------------------------------------------------
-
-_RECORD_COLUMNS = (
-    "job_id, state, attempts, updated_at, task, input, output, seed, worker, source, "
-    "submitted_at, started_at, finished_at, error, result, redrives, group_id, completes"
-)
-_TRANSITION_COLUMNS = "job_id, state, attempt, at, worker, error"
-
-#: Records by id: the backend appends ``IN (?, ...)`` or ``= ANY(%s)``.
-SELECT_JOBS = f"SELECT {_RECORD_COLUMNS} FROM conveyor_jobs WHERE job_id "
-FIND_PREFIX = """
-SELECT job_id FROM conveyor_jobs WHERE upper(job_id) >= ? AND upper(job_id) < ?
-ORDER BY upper(job_id) LIMIT ?
-"""
-COUNTS = "SELECT task, state, sum(n) FROM conveyor_counts GROUP BY task, state"
-FINISHED_BETWEEN = (
-    f"SELECT count(*) FROM conveyor_jobs WHERE state IN ({_TERMINAL}) "
-    "AND updated_at >= ? AND updated_at <= ?"
-)
-# The first submit is the oldest history row (a job's first transition is its submit, but
-# for a job whose worker wrote first); the last finish is the newest of three index ends.
-SPAN = (
-    "SELECT (SELECT min(at) FROM conveyor_transitions), (SELECT max(last) FROM ("
-    + " UNION ALL ".join(
-        f"SELECT (SELECT max(updated_at) FROM conveyor_jobs WHERE state = '{state.value}') AS last"
-        for state in sorted(TERMINAL)
-    )
-    + ") AS ends)"
-)
-# A queued job's update time is when it was queued (submitted, or reopened by a redrive).
-OLDEST_QUEUED = "SELECT min(updated_at) FROM conveyor_jobs WHERE state = 'queued'"
-HISTORY = f"SELECT {_TRANSITION_COLUMNS} FROM conveyor_transitions WHERE job_id = ? ORDER BY id"
-QUEUE_REQUESTS = "SELECT kind, sum(n) FROM conveyor_worker_stats GROUP BY kind"
-
-
-def transitions_query(until: float | None) -> str:
-    """State changes in a time window, oldest first (an index range on ``at``)."""
-    upper = "" if until is None else " AND at < ?"
-    return (
-        f"SELECT {_TRANSITION_COLUMNS} FROM conveyor_transitions "
-        f"WHERE at >= ?{upper} ORDER BY at, id LIMIT ?"
-    )
-
-
-def jobs_query(
-    state: JobState | None,
-    task: str | None,
-    limit: int,
-    before: tuple[float, str] | None,
-    group: str | None = None,
-) -> tuple[str, list[Any]]:
-    """A page of jobs, newest update first: a walk of the (task,|group,) state index, or
-    without a state, a merge of one such walk per state (each at most ``limit`` rows)."""
-    if state is not None:
-        return _state_page(state, task, limit, before, group)
-    parts: list[str] = []
-    params: list[Any] = []
-    for each in JobState:
-        sql, args = _state_page(each, task, limit, before, group)
-        parts.append(f"SELECT * FROM ({sql}) AS {each.value}")
-        params.extend(args)
-    params.append(limit)
-    return " UNION ALL ".join(parts) + f" {_NEWEST_FIRST} LIMIT ?", params
-
-
-_NEWEST_FIRST = "ORDER BY updated_at DESC, job_id DESC"
-
-
-def _state_page(
-    state: JobState,
-    task: str | None,
-    limit: int,
-    before: tuple[float, str] | None,
-    group: str | None,
-) -> tuple[str, list[Any]]:
-    where = ["state = ?"]
-    params: list[Any] = [state.value]
-    if group is not None:
-        where.append("group_id = ?")
-        params.append(group)
-    if task is not None:
-        where.append("task = ?")
-        params.append(task)
-    if before is not None:
-        where.append("(updated_at, job_id) < (?, ?)")
-        params.extend(before)
-    params.append(limit)
-    sql = (
-        f"SELECT {_RECORD_COLUMNS} FROM conveyor_jobs WHERE {' AND '.join(where)} "
-        f"{_NEWEST_FIRST} LIMIT ?"
-    )
-    return sql, params
-
-
-def prefix_bounds(prefix: str) -> tuple[str, str]:
-    """``[prefix, next)``: the range of upper-cased ids that start with ``prefix``."""
-    return prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)

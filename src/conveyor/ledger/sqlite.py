@@ -9,26 +9,21 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
-from urllib.parse import quote
+from typing import Any, TypeVar
 
 from conveyor.errors import ConfigError, StorageError, StorageFull
-from conveyor.jobs import JobState
-from conveyor.ledger import group_sql, schema
-from conveyor.ledger.base import (
-    SCHEMA_VERSION,
-    EventRow,
-    JobRecord,
-    check_writer_id,
-    new_writer_id,
-)
-from conveyor.ledger.group_sql import Touch, Tx
-from conveyor.ledger.sql import SQLLedger, decode_record
+from conveyor.ledger import group_sql, job_sql, schema
+from conveyor.ledger.checks import check_writer_id, new_writer_id
+from conveyor.ledger.decode import decode_record
+from conveyor.ledger.group_sql import Tx
+from conveyor.ledger.records import JobRecord
+from conveyor.ledger.schema import SCHEMA_VERSION
+from conveyor.ledger.sql import SQLLedger
+from conveyor.ledger.sqlite_batch import SQLiteTx, in_lists
 from conveyor.queues.sqlite_path import check_local_filesystem, path_from_url
-from conveyor.sqlite_tx import is_busy, retry_busy, write_transaction
+from conveyor.sqlite_tx import is_busy, open_wal, write_transaction
 
 T = TypeVar("T")
 
@@ -36,8 +31,6 @@ T = TypeVar("T")
 DEFAULT_BUSY_TIMEOUT_S = 15.0
 #: Tries of a write transaction that found the database locked.
 _ATTEMPTS = 3
-#: Ids per ``IN (...)`` list (SQLite caps the number of parameters of one statement).
-_IDS_PER_QUERY = 500
 
 # Connections a forked child inherited: never used or closed there (closing could touch
 # the parent's locks), only kept from the garbage collector.
@@ -158,39 +151,19 @@ class SQLiteLedger(SQLLedger):
     # --- connections and transactions -------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
-        try:
-            conn = sqlite3.connect(
-                f"file:{quote(str(self.path))}?mode=rw",
-                uri=True,
-                timeout=self._busy_timeout_s,
-                isolation_level=None,
-                check_same_thread=False,
-            )
-        except sqlite3.Error as exc:
-            raise ConfigError(f"cannot open the ledger database {self.path}: {exc}") from exc
-        try:
-            mode = retry_busy(lambda: conn.execute("PRAGMA journal_mode=WAL").fetchone()[0])
-            if str(mode).lower() != "wal":
-                raise ConfigError(
-                    f"the ledger database {self.path} cannot use WAL mode (got {mode!r}): "
-                    "put it on a local disk"
-                )
-            conn.execute("PRAGMA synchronous=NORMAL")
-            # A checkpoint (an fsync of the database) every 8,192 WAL pages rather than
-            # 1,000: each worker transaction writes a dozen pages.
-            conn.execute("PRAGMA wal_autocheckpoint=8192")
-            conn.execute("PRAGMA journal_size_limit=67108864")
-            conn.execute("PRAGMA cache_size=-32768")
-        except sqlite3.DatabaseError as exc:
-            conn.close()
-            name = getattr(exc, "sqlite_errorname", "") or ""
-            if is_busy(exc) or name.startswith(("SQLITE_FULL", "SQLITE_IOERR")):
-                raise self._error(exc) from exc  # transient: locked, full or failing disk
-            raise ConfigError(f"{self.path} is not a usable ledger database: {exc}") from exc
-        except BaseException:
-            conn.close()
-            raise
-        return conn
+        return open_wal(
+            self.path,
+            "ledger",
+            timeout_s=self._busy_timeout_s,
+            pragmas=[
+                # A checkpoint (an fsync of the database) every 8,192 WAL pages rather than
+                # 1,000: each worker transaction writes a dozen pages.
+                "PRAGMA wal_autocheckpoint=8192",
+                "PRAGMA journal_size_limit=67108864",
+                "PRAGMA cache_size=-32768",
+            ],
+            fail=self._error,
+        )
 
     def _open_schema(self, *, create: bool, check: bool) -> None:
         version = self.schema_version()
@@ -253,28 +226,14 @@ class SQLiteLedger(SQLLedger):
     # --- writing ------------------------------------------------------------------------------
 
     def _transaction(self, work: Callable[[Tx], T]) -> T:
-        return self._write(lambda conn: work(_SQLiteTx(conn)))
-
-    def _record_worker_stats(self, writer: str, counts: dict[str, int], at: float) -> None:
-        rows = [(writer, kind, n, at) for kind, n in counts.items()]
-
-        def replace(conn: sqlite3.Connection) -> None:
-            conn.execute(schema.DELETE_WORKER_STATS, (writer,))
-            conn.executemany(schema.INSERT_WORKER_STAT, rows)
-
-        self._write(replace)
-
-    def _prune_writers(self, cutoff: float) -> None:
-        self._write(lambda conn: conn.execute(schema.PRUNE_WRITERS, (cutoff,)))
+        return self._write(lambda conn: work(SQLiteTx(conn)))
 
     # --- reading ------------------------------------------------------------------------------
 
     def _get_many(self, job_ids: Sequence[str]) -> dict[str, JobRecord]:
         found: dict[str, JobRecord] = {}
-        for start in range(0, len(job_ids), _IDS_PER_QUERY):
-            chunk = job_ids[start : start + _IDS_PER_QUERY]
-            sql = f"{schema.SELECT_JOBS}IN ({','.join('?' * len(chunk))})"
-            for row in self._query(sql, chunk):
+        for marks, chunk in in_lists(job_ids):
+            for row in self._query(f"{job_sql.SELECT_JOBS}IN ({marks})", chunk):
                 record = decode_record(row)
                 found[record.job_id] = record
         return found
@@ -307,197 +266,6 @@ class SQLiteLedger(SQLLedger):
                     _ABANDONED.append(conn)
 
 
-# --- one batch of events: the upserts decide, and the counts and history follow ------------
-
-_SNAPSHOT = (
-    "SELECT job_id, state, task, rank, attempts, worker, group_id, completes "
-    "FROM conveyor_jobs WHERE job_id IN ({marks})"
-)
-_TIMES = "SELECT job_id, started_at, finished_at FROM conveyor_jobs WHERE job_id IN ({marks})"
-_BUMP = (
-    "INSERT INTO conveyor_counts (task, state, n) VALUES (?, ?, ?) "
-    "ON CONFLICT (task, state) DO UPDATE SET n = n + excluded.n"
-)
-
-
-class _Seen(NamedTuple):
-    """What a batch needs to know of a job: its state, what its history rows carry, and
-    the group it counts in."""
-
-    state: str
-    task: str | None
-    rank: int
-    attempts: int
-    worker: str | None
-    group: str | None = None
-    completes: int = 0
-
-    @property
-    def counted_in(self) -> str | None:
-        """The group whose counts include this job (not a group's completion job)."""
-        return None if self.completes else self.group
-
-
-class _SQLiteTx:
-    """A write transaction on the connection (the database is locked: no row locks)."""
-
-    lock = ""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
-
-    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        return self._conn.execute(sql, params).fetchall()
-
-    def apply(self, rows: Sequence[EventRow]) -> dict[str, Touch]:
-        return _apply(self._conn, rows)
-
-    def lock_group(self, group_id: str) -> None:
-        """Nothing to do: the transaction holds the database's write lock."""
-
-
-def _snapshot(conn: sqlite3.Connection, job_ids: Sequence[str]) -> dict[str, _Seen]:
-    seen: dict[str, _Seen] = {}
-    for start in range(0, len(job_ids), _IDS_PER_QUERY):
-        chunk = job_ids[start : start + _IDS_PER_QUERY]
-        sql = _SNAPSHOT.format(marks=",".join("?" * len(chunk)))
-        for job_id, *fields in conn.execute(sql, chunk):
-            seen[job_id] = _Seen(*fields)
-    return seen
-
-
-def _apply(conn: sqlite3.Connection, rows: Sequence[EventRow]) -> dict[str, Touch]:
-    """Apply a batch inside a write transaction; return the groups whose jobs it changed.
-
-    The upserts decide every job's row. Triggers would do the rest but make each upsert
-    three times slower here, so the counts (and the groups' counts) are adjusted from the
-    batch's jobs as read before and after (exact: the transaction holds the write lock),
-    and the history rows follow the same rank rule over the batch (:func:`_history`).
-    """
-    job_ids = list(dict.fromkeys(row.job_id for row in rows))
-    params = [
-        schema.redrive_params(row.job_id, row.at, row.worker)
-        if row.redrive
-        else schema.event_params(row)
-        for row in rows
-    ]
-    before = _snapshot(conn, job_ids)
-    moves = _history(before, rows, params)
-    start = 0
-    for redrive, group in schema.runs(rows):
-        end = start + len(group)
-        conn.executemany(schema.REDRIVE if redrive else schema.UPSERT, params[start:end])
-        start = end
-    after = _snapshot(conn, job_ids)
-    delta: Counter[tuple[str, str]] = Counter()
-    for seen, sign in ((before, -1), (after, 1)):
-        for job in seen.values():
-            delta[(job.task or "", job.state)] += sign
-    conn.executemany(_BUMP, [(task, state, n) for (task, state), n in delta.items() if n])
-    conn.executemany(schema.INSERT_TRANSITION, moves)
-    return _count_groups(conn, before, after)
-
-
-def _count_groups(
-    conn: sqlite3.Connection, before: dict[str, _Seen], after: dict[str, _Seen]
-) -> dict[str, Touch]:
-    """Move the batch's grouped jobs in their groups' counts; the groups touched (any
-    change may decide: the database is locked, deciding costs no wait).
-
-    A job without a group costs one comparison here. A job joining its group (or entering
-    a state in it) passes its start and finish times to the group's first start and last
-    finish.
-    """
-    touched: dict[str, Touch] = {}
-    delta: dict[str, list[int]] = {}
-    entering: dict[str, str] = {}
-    for job_id, new in after.items():
-        old = before.get(job_id)
-        if new.group is None and (old is None or old.group is None):
-            continue
-        if old is not None and (old.state, old.group, old.completes) == (
-            new.state,
-            new.group,
-            new.completes,
-        ):
-            continue
-        if new.group is not None:
-            touch = Touch.COMPLETION if new.completes else Touch.COUNTED | Touch.DECISIVE
-            touched[new.group] = touched.get(new.group, Touch(0)) | touch
-        for seen, sign in ((old, -1), (new, 1)):
-            if seen is not None and seen.counted_in is not None:
-                counts = delta.setdefault(seen.counted_in, [0] * len(group_sql.STATES))
-                counts[_STATE_INDEX[seen.state]] += sign
-        if new.counted_in is not None:
-            entering[job_id] = new.counted_in
-    if not delta:
-        return touched
-    first: dict[str, float] = {}
-    last: dict[str, float] = {}
-    for job_id, (started, finished) in _times(conn, list(entering)).items():
-        group = entering[job_id]
-        if started is not None and (group not in first or started < first[group]):
-            first[group] = started
-        if finished is not None and (group not in last or finished > last[group]):
-            last[group] = finished
-    for group, counts in sorted(delta.items()):
-        conn.execute(group_sql.BUMP, (group, *counts, first.get(group), last.get(group)))
-    return touched
-
-
-_STATE_INDEX = {state.value: n for n, state in enumerate(group_sql.STATES)}
-
-
-def _times(conn: sqlite3.Connection, job_ids: Sequence[str]) -> dict[str, tuple[Any, Any]]:
-    """(started_at, finished_at) of these jobs."""
-    found: dict[str, tuple[Any, Any]] = {}
-    for start in range(0, len(job_ids), _IDS_PER_QUERY):
-        chunk = job_ids[start : start + _IDS_PER_QUERY]
-        for job_id, started, finished in conn.execute(
-            _TIMES.format(marks=",".join("?" * len(chunk))), chunk
-        ):
-            found[job_id] = (started, finished)
-    return found
-
-
-def _history(
-    before: dict[str, _Seen], rows: Sequence[EventRow], params: Sequence[tuple[Any, ...]]
-) -> list[tuple[Any, ...]]:
-    """The history rows of a batch: one per event that moved its job (a larger rank, or a
-    redrive of a failed job), as the upsert's rules leave the job after it."""
-    jobs = dict(before)
-    moves: list[tuple[Any, ...]] = []
-    for row, param in zip(rows, params, strict=True):
-        old = jobs.get(row.job_id)
-        if row.redrive:
-            if old is None or old.state != JobState.FAILED.value:
-                continue
-            new, error = _Seen(JobState.QUEUED.value, old.task, 0, 0, row.worker), None
-        elif old is None:
-            new = _Seen(row.state.value, row.task, row.rank, row.attempt, row.worker)
-            error = param[14]
-        else:
-            win = row.rank > old.rank
-            new = _Seen(
-                row.state.value if win else old.state,
-                _coalesce(row.task, old.task) if win else _coalesce(old.task, row.task),
-                max(row.rank, old.rank),
-                max(row.attempt, old.attempts),
-                _coalesce(row.worker, old.worker) if win else _coalesce(old.worker, row.worker),
-            )
-            jobs[row.job_id] = new
-            if not win:
-                continue
-            error = param[14]
-        jobs[row.job_id] = new
-        moves.append((row.job_id, new.state, new.attempts, row.at, new.worker, error))
-    return moves
-
-
-def _coalesce(first: str | None, second: str | None) -> str | None:
-    return second if first is None else first
-
-
 def _version(conn: sqlite3.Connection) -> int:
     """The schema version in the database (0 if it has none)."""
     exists = conn.execute(
@@ -507,7 +275,3 @@ def _version(conn: sqlite3.Connection) -> int:
         return 0
     row = conn.execute(schema.READ_VERSION).fetchone()
     return 0 if row is None else int(row[0])
-
-
-def _float(value: Any) -> float | None:
-    return None if value is None else float(value)
