@@ -15,7 +15,8 @@ from conveyor.jobs import Job
 from conveyor.ledger import GroupRecord, JobNotFound, JobRecord
 from conveyor.settings import settings_from_env
 from conveyor.storage import check_job_id
-from conveyor.submission import Item, OnSent, SubmitInterrupted
+from conveyor.submission import OnSent, SubmitInterrupted
+from conveyor.submit_plan import Item
 from conveyor.waiting import FIRST_POLL_S, MAX_POLL_S, Polling, WaitTimeout, resolve, wait_for
 
 __all__ = [

@@ -15,7 +15,8 @@ from conveyor.ledger import JobNotFound, Ledger, LedgerNotFound, open_ledger
 from conveyor.queues import Queue, open_queue
 from conveyor.settings import Settings
 from conveyor.storage import Storage
-from conveyor.submission import Item, OnSent, StopSignals, Submission
+from conveyor.submission import OnSent, StopSignals, Submission
+from conveyor.submit_plan import Item, Planner
 from conveyor.tasks import TaskRegistry, default_registry, import_tasks
 
 
@@ -181,21 +182,17 @@ class ClientBase:
         with StopSignals() as stop:
             registry = self._tasks()
             registry.check(task)
-            submission = Submission(
-                self.storage,
-                task=task,
-                params=params,
-                seed=seed,
-                in_storage=in_storage,
-                group=group,
+            planner = Planner(
+                self.storage, task=task, params=params, seed=seed, in_storage=in_storage
             )
-            planned = submission.plan(items)
+            planned = planner.plan(items)
             if not planned:
                 return []
             if not in_storage:
                 make_root(self.storage)
             queue = self.queue
             ledger = self._open_ledger(create=True)
+            submission = Submission(self.storage, group=group)
             return submission.send(queue, ledger, planned, on_sent=on_sent, stop=stop)
 
 

@@ -1,7 +1,8 @@
 """Submitting jobs: the checked jobs' inputs copied, messages sent and jobs recorded as
 queued, a batch at a time, and stopped cleanly by SIGINT/SIGTERM between batches.
 
-:class:`Submission` is what ``Client.submit_many`` (and so ``conveyor submit``) runs.
+``Client.submit_many`` (and so ``conveyor submit``) checks every job with
+:class:`~conveyor.submit_plan.Planner`, then sends them with :class:`Submission`.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import contextlib
 import shutil
 import signal
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import FrameType
@@ -21,7 +22,7 @@ from conveyor.jobs import CLAIM_THRESHOLD_BYTES, Job, JobState, encode_for_queue
 from conveyor.ledger import Ledger, LedgerEvent
 from conveyor.queues.base import MAX_BATCH, Outgoing, Queue
 from conveyor.storage import Storage
-from conveyor.submit_plan import ITEM_KEYS, Item, Planned, Planner
+from conveyor.submit_plan import ITEM_KEYS, Item, Planned
 
 __all__ = [
     "ITEM_KEYS",
@@ -91,26 +92,17 @@ class StopSignals:
             signal.raise_signal(self.signum)
 
 
-class Submission(Planner):
-    """The jobs of one ``submit_many``: planned (checked, see :class:`Planner`) first, then
-    sent in batches.
+class Submission:
+    """Sends the jobs of one ``submit_many`` once :class:`Planner` has checked them all:
+    inputs copied, messages sent and jobs recorded as queued, in batches.
 
     Args:
-        storage, task, params, seed, in_storage: see :class:`Planner`.
+        storage: where inputs are copied to.
         group: the job group every job joins (created in the ledger before the submit).
     """
 
-    def __init__(
-        self,
-        storage: Storage,
-        *,
-        task: str,
-        params: Mapping[str, Any] | None = None,
-        seed: int | None = None,
-        in_storage: bool = False,
-        group: str | None = None,
-    ) -> None:
-        super().__init__(storage, task=task, params=params, seed=seed, in_storage=in_storage)
+    def __init__(self, storage: Storage, *, group: str | None = None) -> None:
+        self.storage = storage
         self.group = group
 
     def send(
