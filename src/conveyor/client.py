@@ -262,9 +262,8 @@ class Client(ClientGroups):
         return ledger.cancel(job_id, reason=reason)
 
     def _resolve(self, job_ids: list[str]) -> list[JobRecord | GroupRecord]:
-        """The records of these ids (exact, any case, or unique prefixes), in the order
-        given, repeats dropped: a job's, or a group's for an id that names no job. One
-        query for the exact ids, one lookup per other.
+        """The records of these ids (see :func:`~conveyor.waiting.resolve`), each id
+        checked first.
 
         Raises:
             JobNotFound, AmbiguousJobId: an id names no job nor group, or several.
