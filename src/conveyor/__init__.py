@@ -24,10 +24,12 @@ __all__ = [
 
 if TYPE_CHECKING:
     from conveyor.client import Client, connect
+    from conveyor.default_tasks import task
     from conveyor.jobs import Job, JobState
     from conveyor.ledger import JobRecord
     from conveyor.queues import open_queue
-    from conveyor.tasks import Task, TaskContext, task
+    from conveyor.task_context import TaskContext
+    from conveyor.task_registry import Task
 
 # Imported on first use, so that `conveyor run` does not pay for the queue machinery.
 _LAZY = {
@@ -37,9 +39,9 @@ _LAZY = {
     "JobState": "conveyor.jobs",
     "JobRecord": "conveyor.ledger",
     "open_queue": "conveyor.queues",
-    "Task": "conveyor.tasks",
-    "TaskContext": "conveyor.tasks",
-    "task": "conveyor.tasks",
+    "Task": "conveyor.task_registry",
+    "TaskContext": "conveyor.task_context",
+    "task": "conveyor.default_tasks",
 }
 
 

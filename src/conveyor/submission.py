@@ -1,45 +1,42 @@
-"""Submitting jobs: every job checked before anything is copied or sent, then inputs copied,
-messages sent and jobs recorded as queued, a batch at a time, and stopped cleanly.
+"""Submitting jobs: the checked jobs' inputs copied, messages sent and jobs recorded as
+queued, a batch at a time, and stopped cleanly by SIGINT/SIGTERM between batches.
 
-:class:`Submission` is what ``Client.submit_many`` (and so ``conveyor submit``) runs.
+``Client.submit_many`` (and so ``conveyor submit``) checks every job with
+:class:`~conveyor.submit_plan.Planner`, then sends them with :class:`Submission`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import signal
-import stat
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from conveyor.errors import BadInput, ConveyorError, Interrupted, MessageTooLarge
-from conveyor.jobs import (
-    CLAIM_THRESHOLD_BYTES,
-    Job,
-    JobState,
-    encode_for_queue,
-    new_job_id,
-    new_seed,
-)
+from conveyor.errors import ConveyorError, Interrupted, MessageTooLarge
+from conveyor.jobs import CLAIM_THRESHOLD_BYTES, Job, JobState, encode_for_queue
 from conveyor.ledger import Ledger, LedgerEvent
 from conveyor.queues.base import MAX_BATCH, Outgoing, Queue
-from conveyor.storage import Storage, check_relative_path
+from conveyor.storage import Storage
+from conveyor.submit_plan import ITEM_KEYS, Item, Planned
+
+__all__ = [
+    "ITEM_KEYS",
+    "LEDGER_CHUNK",
+    "Item",
+    "OnSent",
+    "Planned",
+    "StopSignals",
+    "Submission",
+    "SubmitInterrupted",
+]
 
 #: Jobs recorded in the ledger per call while submitting (one transaction each).
 LEDGER_CHUNK = 1000
-#: The keys an item of ``submit_many`` may have when it is a mapping.
-ITEM_KEYS = frozenset({"input", "params", "seed", "output"})
-
-#: What ``submit_many`` takes per job: an input path, None (parameters only), or a mapping
-#: with any of ``input``, ``params``, ``seed`` and ``output``.
-Item = str | os.PathLike[str] | Mapping[str, Any] | None
 #: Called with each batch of jobs once it is sent (and so will be in the ledger).
 OnSent = Callable[[Sequence[Job]], None]
 
@@ -55,16 +52,6 @@ class SubmitInterrupted(Interrupted):
         super().__init__(message)
         #: The jobs that were sent and recorded, in order.
         self.sent: list[Job] = list(sent)
-
-
-@dataclass(frozen=True)
-class Planned:
-    """A checked job, ready to send: its envelope, the name it was submitted as, and the
-    local file to copy into the storage first (None when nothing is copied)."""
-
-    job: Job
-    source: str | None
-    local: Path | None
 
 
 class StopSignals:
@@ -106,159 +93,17 @@ class StopSignals:
 
 
 class Submission:
-    """The jobs of one ``submit_many``: planned (checked) first, then sent in batches.
+    """Sends the jobs of one ``submit_many`` once :class:`Planner` has checked them all:
+    inputs copied, messages sent and jobs recorded as queued, in batches.
 
     Args:
-        storage: where inputs are copied to (or found, ``in_storage``).
-        task: the task every job runs (checked by the caller).
-        params: parameters every job gets; an item's own are merged over them.
-        seed: every job's seed (default: a new random one per job).
-        in_storage: the inputs are paths already under the storage root.
+        storage: where inputs are copied to.
         group: the job group every job joins (created in the ledger before the submit).
     """
 
-    def __init__(
-        self,
-        storage: Storage,
-        *,
-        task: str,
-        params: Mapping[str, Any] | None = None,
-        seed: int | None = None,
-        in_storage: bool = False,
-        group: str | None = None,
-    ) -> None:
+    def __init__(self, storage: Storage, *, group: str | None = None) -> None:
         self.storage = storage
         self.group = group
-        self.task = task
-        self.params = dict(params or {})
-        self.seed = seed
-        self.in_storage = in_storage
-        self._directories: dict[str, Path] = {}
-
-    # --- checking --------------------------------------------------------------------------
-
-    def plan(self, items: Iterable[Item]) -> list[Planned]:
-        """Check every item and build its job; nothing is copied or sent.
-
-        Raises:
-            BadInput: an item is malformed, names a missing or unsafe file, has params
-                that are not JSON, a bad seed, or an output that is its input or another
-                job's; the message names the item.
-        """
-        items = list(items)
-        planned: list[Planned] = []
-        outputs: dict[str, int] = {}
-        for index, item in enumerate(items):
-            try:
-                one = self._plan_one(item)
-            except BadInput as exc:
-                reason = exc.message.removeprefix("bad message: ")
-                where = f"item {index} ({_shown(item)}): " if len(items) > 1 else ""
-                raise type(exc)(f"{where}{reason}") from None
-            output = one.job.output
-            if output is not None:
-                if output in outputs:
-                    raise BadInput(
-                        f"items {outputs[output]} and {index} both publish to {output}: "
-                        "give each job its own output"
-                    )
-                outputs[output] = index
-            planned.append(one)
-        return planned
-
-    def _plan_one(self, item: Item) -> Planned:
-        fields = _item_fields(item)
-        job_id = new_job_id()
-        source, local, rel = self._input(fields.get("input"), job_id)
-        params = self.params
-        if fields.get("params") is not None:
-            own = fields["params"]
-            if not isinstance(own, Mapping):
-                raise BadInput(f"params must be a mapping, not {type(own).__name__}")
-            params = {**params, **own}
-        seed = fields.get("seed", self.seed)
-        output = fields.get("output")
-        if output is not None:
-            output = check_relative_path(os.fspath(output))
-            if rel is not None:
-                self._check_not_overwritten(output, rel)
-        elif rel is not None:
-            output = self.storage.default_output(job_id, rel)
-        job = Job(
-            job_id=job_id,
-            task=self.task,
-            input=rel,
-            output=output,
-            params=params,
-            seed=new_seed() if seed is None else seed,
-        )
-        return Planned(job, source, local)
-
-    def _input(self, value: object, job_id: str) -> tuple[str | None, Path | None, str | None]:
-        """(source name, local file to copy, path under the storage) of an item's input."""
-        if value is None:
-            return None, None, None
-        if not isinstance(value, str | os.PathLike):
-            raise BadInput(f"input must be a path, not {type(value).__name__}")
-        name = os.fspath(value)
-        if self.in_storage:
-            if os.path.isabs(name):
-                rel = self.storage.relative(name)
-                if rel is None:
-                    raise BadInput(f"{name} is not under the storage root {self.storage.root}")
-                name = rel
-            return name, None, self._existing_input(name)
-        local = Path(name)
-        try:
-            mode = local.stat().st_mode
-        except OSError:
-            mode = 0
-        if not stat.S_ISREG(mode):
-            raise BadInput(f"input file not found or not a regular file: {local}")
-        rel = check_relative_path(f"inputs/{job_id}/{local.name}")
-        return name, local, rel
-
-    def _check_not_overwritten(self, output: str, rel: str) -> None:
-        """Refuse an output that is the job's own input: the worker would overwrite the
-        input it reads (``conveyor run`` refuses the same).
-
-        Raises:
-            BadInput: the output names the input file, directly or through a symlink.
-        """
-        same = output == rel
-        if not same and self.in_storage:
-            with contextlib.suppress(OSError, ValueError):
-                same = os.path.samefile(self.storage.root / output, self.storage.root / rel)
-        if same:
-            raise BadInput(
-                f"output {output} is the job's input {rel}: the job would overwrite its own "
-                "input; choose another output path"
-            )
-
-    def _existing_input(self, name: str) -> str:
-        """Check an input already in the storage: inside the root, a regular file.
-
-        Large submits name many files of one directory, so each directory is resolved
-        (symlinks and all) once; a file that is itself a symlink, or not a plain file, gets
-        the full check. Workers check every path again before using it.
-
-        Raises:
-            UnsafePath: the path leaves the root. BadInput: no such regular file.
-        """
-        rel = check_relative_path(name)
-        parent, _, base = rel.rpartition("/")
-        directory = self._directories.get(parent)
-        if directory is None and parent:
-            directory = self._directories[parent] = self.storage.resolve(parent)
-        try:
-            mode = os.lstat((directory or self.storage.root) / base).st_mode
-        except OSError:
-            mode = 0
-        if not stat.S_ISREG(mode):
-            self.storage.resolve_input(rel)  # a symlink, missing, or odd: the full check
-        return rel
-
-    # --- sending ---------------------------------------------------------------------------
 
     def send(
         self,
@@ -411,34 +256,3 @@ def _queued(batch: Iterable[Planned], group: str | None = None) -> list[LedgerEv
         )
         for one in batch
     ]
-
-
-def _item_fields(item: Item) -> dict[str, Any]:
-    """An item as a dict of the known keys.
-
-    Raises:
-        BadInput: it is a mapping with unknown keys, or not an item at all.
-    """
-    if item is None:
-        return {}
-    if isinstance(item, str | os.PathLike):
-        return {"input": item}
-    if isinstance(item, Mapping):
-        unknown = sorted(set(item) - ITEM_KEYS)
-        if unknown:
-            raise BadInput(
-                f"unknown key(s) {', '.join(map(repr, unknown))}: an item has "
-                f"{', '.join(sorted(ITEM_KEYS))}"
-            )
-        return dict(item)
-    raise BadInput(
-        f"an item is a path, None or a mapping of {', '.join(sorted(ITEM_KEYS))}, "
-        f"not {type(item).__name__}"
-    )
-
-
-def _shown(item: object) -> str:
-    if isinstance(item, Mapping):
-        item = item.get("input", "no input")
-    text = os.fspath(item) if isinstance(item, str | os.PathLike) else repr(item)
-    return text if len(text) <= 80 else text[:77] + "..."

@@ -3,14 +3,11 @@ against real worker processes, gives the unsplit job's word count."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 from tests.e2e.conftest import QueueEnv
-from tests.e2e.helpers import COMMAND_TIMEOUT_S, workers
-from tests.e2e.test_readme_api import EXAMPLE_TASK, readme_example
+from tests.e2e.helpers import workers
+from tests.e2e.test_readme_api import example_project, readme_example, run_script
 
 HEADING = "#### Your own task, split"
 
@@ -29,32 +26,24 @@ def test_the_readme_split_example_sums_the_pieces_like_the_unsplit_job(
 ) -> None:
     # Given the example task, a five-line text file, the README's split example and a
     # script submitting the same file unsplit
-    project = tmp_path / "project"
-    (project / "examples").mkdir(parents=True)
-    shutil.copy(EXAMPLE_TASK, project / "examples" / "wordcount_task.py")
-    (project / "notes.txt").write_text(
-        "The quick brown fox\njumps over the lazy dog.\nThe END\n\nthe fox, the dog\n"
+    project = example_project(
+        tmp_path,
+        {
+            "notes.txt": (
+                "The quick brown fox\njumps over the lazy dog.\nThe END\n\nthe fox, the dog\n"
+            ),
+            "split.py": readme_example(HEADING),
+            "unsplit.py": UNSPLIT,
+        },
     )
-    (project / "split.py").write_text(readme_example(HEADING))
-    (project / "unsplit.py").write_text(UNSPLIT)
-    outputs = {}
     with workers(queue_env.env, queue_env.work) as start:
         # And two worker processes
         for _ in range(2):
             start("--import", str(project / "examples" / "wordcount_task.py"))
         # When both scripts run
-        for script in ("split.py", "unsplit.py"):
-            done = subprocess.run(
-                [sys.executable, script],
-                cwd=project,
-                env=queue_env.env,
-                capture_output=True,
-                text=True,
-                timeout=COMMAND_TIMEOUT_S,
-                check=False,
-            )
-            assert done.returncode == 0, done.stderr
-            outputs[script] = done.stdout.splitlines()
+        outputs = {
+            script: run_script(project, queue_env, script) for script in ("split.py", "unsplit.py")
+        }
     # Then the file was counted in three pieces, merged to the unsplit job's totals
     totals = "{'words': 15, 'distinct': 9, 'rows': 9}"
     assert outputs["split.py"] == [f"3 pieces succeeded {totals}"]
