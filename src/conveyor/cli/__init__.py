@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from conveyor.cli.options import setting_option
+from conveyor.cli.shared_options import setting_option
 from conveyor.errors import ConveyorError
 
 #: Subcommands, loaded only when used so that `conveyor run` never imports boto3.

@@ -15,10 +15,16 @@ from typing import IO, Any
 import click
 from click.core import ParameterSource
 
-from conveyor.cli.options import queue_options, storage_option
-from conveyor.cli.settings_options import base_settings, import_option, json_option
+from conveyor.cli.shared_options import (
+    base_settings,
+    command_option,
+    import_option,
+    json_option,
+    queue_options,
+    storage_option,
+)
 from conveyor.cli.status import group_line, record_line, status  # status: the command table
-from conveyor.client import Client
+from conveyor.client import Client, Group
 from conveyor.errors import ConveyorError
 from conveyor.jobs import MAX_SEED, Job, JobState
 from conveyor.ledger import GroupState, JobRecord
@@ -51,56 +57,63 @@ def parse_param(text: str) -> tuple[str, object]:
 @storage_option
 @queue_options
 @click.argument("files", nargs=-1)
-@click.option(
+@command_option(
     "--files-from",
+    envvar="CONVEYOR_FILES_FROM",
     type=click.File("r"),
     default=None,
     help="Also read paths from this file, one per line ('-' for stdin): for many files.",
 )
-@click.option(
+@command_option(
     "--in-storage",
+    envvar="CONVEYOR_IN_STORAGE",
     is_flag=True,
     help="The files are already in the storage: paths are relative to its root.",
 )
-@click.option(
+@command_option(
     "--task",
+    envvar="CONVEYOR_TASK",
     default="csv-process",
     show_default=True,
-    envvar="CONVEYOR_TASK",
-    show_envvar=True,
     help="Task to run on each file.",
 )
-@click.option(
+@command_option(
     "--param",
     "params",
+    envvar="CONVEYOR_PARAM",
     multiple=True,
     metavar="KEY=VALUE",
     help="A task parameter; repeatable. VALUE is JSON if it parses, else a string. "
-    "With no files, submits one job that carries only its parameters.",
+    "With no files, submits one job that carries only its parameters (the env var takes "
+    "a space-separated list).",
 )
-@click.option(
+@command_option(
     "--seed",
+    envvar="CONVEYOR_SEED",
     type=click.IntRange(0, MAX_SEED),
     default=None,
     help="Seed for every job [default: a new random seed per job, recorded].",
 )
-@click.option(
+@command_option(
     "--output",
+    envvar="CONVEYOR_OUTPUT",
     default=None,
     metavar="PATH",
     help="Output path under the storage root (one job only) [default: "
     "outputs/<job_id>/<name>; none for a job without input].",
 )
-@click.option(
+@command_option(
     "--split-rows",
+    envvar="CONVEYOR_SPLIT_ROWS",
     type=click.IntRange(1),
     default=None,
     metavar="N",
     help="Split one CSV into a group of jobs of N rows each, merged into one output "
     "(byte-identical to the unsplit job's); prints the group id.",
 )
-@click.option(
+@command_option(
     "--tolerate-failures",
+    envvar="CONVEYOR_TOLERATE_FAILURES",
     default="0",
     show_default=True,
     metavar="N|N%",
@@ -116,25 +129,49 @@ def submit(
     queue_url: str | None,
     endpoint_url: str | None,
     files: tuple[str, ...],
-    **options: Any,
+    *,
+    files_from: IO[str] | None,
+    in_storage: bool,
+    task: str,
+    params: tuple[str, ...],
+    seed: int | None,
+    output: str | None,
+    split_rows: int | None,
+    tolerate_failures: str,
+    imports: tuple[str, ...],
+    as_json: bool,
 ) -> None:
     """Submit one job per file: copy it into the storage, queue it, print its job id.
 
-    With no files, ``--task T --param KEY=VALUE`` submits one job without input.
+    With no files, --task T --param KEY=VALUE submits one job without input.
     Interrupted (SIGINT/SIGTERM), it stops before its next batch of 10: the jobs printed
     are queued and in the ledger, and nothing is left of the others (exit 75).
     """
-    items = _items(ctx, files, options["files_from"], options["params"])
-    output: str | None = options["output"]
-    if options["split_rows"] is not None:
-        _submit_split(storage, queue_url, endpoint_url, items, output=output, options=options)
+    items = _items(ctx, files, files_from, params)
+    if split_rows is not None:
+        if len(items) != 1 or not isinstance(items[0], str):
+            raise click.UsageError("--split-rows splits one file: give exactly one")
+        settings = base_settings(storage, queue_url, endpoint_url, imports=imports)
+        tolerate = int(tolerate_failures) if tolerate_failures.isdigit() else tolerate_failures
+        with Client(settings) as client:
+            group = client.submit(
+                items[0],
+                task=task,
+                params=dict(parse_param(text) for text in params) or None,
+                seed=seed,
+                output=output,
+                in_storage=in_storage,
+                split_rows=split_rows,
+                tolerate_failures=tolerate,
+            )
+        _show_group_submitted(group, as_json)
         return
     if output is not None:
         if len(items) != 1:
             raise click.UsageError("--output names one output: submit one file with it")
         items = [{"input": items[0], "output": output}]
-    settings = base_settings(storage, queue_url, endpoint_url, imports=tuple(options["imports"]))
-    echo = not options["as_json"]
+    settings = base_settings(storage, queue_url, endpoint_url, imports=imports)
+    echo = not as_json
     with Client(settings) as client, _progress(len(items)) as advance:
 
         def on_sent(jobs: Sequence[Job]) -> None:
@@ -144,42 +181,19 @@ def submit(
 
         jobs = client.submit_many(
             items,
-            task=options["task"],
-            params=dict(parse_param(text) for text in options["params"]),
-            seed=options["seed"],
-            in_storage=options["in_storage"],
+            task=task,
+            params=dict(parse_param(text) for text in params),
+            seed=seed,
+            in_storage=in_storage,
             on_sent=on_sent,
         )
     if not echo:
         click.echo(json.dumps([_job_summary(job) for job in jobs], indent=1))
 
 
-def _submit_split(
-    storage: Path,
-    queue_url: str | None,
-    endpoint_url: str | None,
-    items: Sequence[Item],
-    *,
-    output: str | None,
-    options: dict[str, Any],
-) -> None:
-    """``submit --split-rows N FILE``: one group of shard jobs; prints the group id."""
-    if len(items) != 1 or not isinstance(items[0], str):
-        raise click.UsageError("--split-rows splits one file: give exactly one")
-    settings = base_settings(storage, queue_url, endpoint_url, imports=tuple(options["imports"]))
-    tolerate = str(options["tolerate_failures"])
-    with Client(settings) as client:
-        group = client.submit(
-            items[0],
-            task=options["task"],
-            params=dict(parse_param(text) for text in options["params"]) or None,
-            seed=options["seed"],
-            output=output,
-            in_storage=options["in_storage"],
-            split_rows=options["split_rows"],
-            tolerate_failures=int(tolerate) if tolerate.isdigit() else tolerate,
-        )
-    if options["as_json"]:
+def _show_group_submitted(group: Group, as_json: bool) -> None:
+    """What ``submit --split-rows`` prints: the group id, or a summary in JSON."""
+    if as_json:
         summary = {
             "group_id": group.group_id,
             "jobs": len(group.jobs),
@@ -216,8 +230,9 @@ def _items(
 @storage_option
 @queue_options
 @click.argument("job_ids", nargs=-1, required=True, metavar="JOB...")
-@click.option(
+@command_option(
     "--timeout-s",
+    envvar="CONVEYOR_WAIT_TIMEOUT_S",
     type=click.FloatRange(0),
     default=None,
     help="Give up after this many seconds (exit 124) [default: wait as long as it takes].",
@@ -262,7 +277,12 @@ def wait(
 @storage_option
 @queue_options
 @click.argument("job_ids", nargs=-1, required=True, metavar="JOB...")
-@click.option("--reason", default=None, help="Why, kept in the ledger as the job's error.")
+@command_option(
+    "--reason",
+    envvar="CONVEYOR_CANCEL_REASON",
+    default=None,
+    help="Why, kept in the ledger as the job's error.",
+)
 @json_option
 def cancel(
     storage: Path,
