@@ -16,8 +16,8 @@ from conveyor.errors import ConveyorError
 #: Subcommands, loaded only when used so that `conveyor run` never imports boto3.
 COMMANDS: dict[str, str] = {
     "run": "conveyor.cli.run:run",
-    "submit": "conveyor.cli.jobs:submit",
-    "status": "conveyor.cli.jobs:status",
+    "submit": "conveyor.cli.submit:submit",
+    "status": "conveyor.cli.status:status",
     "wait": "conveyor.cli.jobs:wait",
     "cancel": "conveyor.cli.jobs:cancel",
     "worker": "conveyor.cli.worker:worker",
