@@ -1,33 +1,38 @@
-"""The message envelope (`Job`): versioned JSON, validated on both ends, claim-checked when big.
+"""The message envelope (``Job``): versioned JSON, validated on both ends, claim-checked when
+big; ``JobState``; and ``job_id_of()``, the one reader of a job id from any message body.
 
-Also `JobState`, the states a job moves through in the ledger, and `new_job_id()`.
+The envelope's parts live beside it: ids and seeds (:mod:`conveyor.job_ids`), the field
+checks (:mod:`conveyor.job_checks`), the claim check (:mod:`conveyor.claims`), strict JSON
+(:mod:`conveyor.strict_json`); their public names are importable from here too.
 """
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import hashlib
 import json
-import math
 import os
 import posixpath
-import re
-import secrets
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from conveyor.errors import BadInput, BadMessage, MessageTooLarge
-from conveyor.settings import STATE_DIR
-from conveyor.storage import (
-    Storage,
-    atomic_output,
-    check_job_id,
-    check_relative_path,
-    storage_error,
+from conveyor.claims import (
+    CLAIMS_DIR,
+    MAX_CLAIM_BYTES,
+    ClaimRef,
+    claim_path,
+    claim_ref,
+    load_claim,
+    release_claim,
+    release_claims_of,
+    store_claim,
 )
+from conveyor.errors import BadMessage, MessageTooLarge
+from conveyor.job_checks import TASK_NAME, check_job, json_type
+from conveyor.job_ids import MAX_SEED, is_job_id, new_job_id, new_seed
+from conveyor.storage import Storage
+from conveyor.strict_json import MAX_DEPTH, canonical_json, parse_json
 
 #: The envelope version this code writes and reads.
 VERSION = 1
@@ -35,20 +40,6 @@ VERSION = 1
 CLAIM_THRESHOLD_BYTES = 256 * 1024
 #: The largest message any supported queue carries (SQS since 2025): the decoder's limit.
 MAX_MESSAGE_BYTES = 1024 * 1024
-#: The largest claim-checked params file a worker will load.
-MAX_CLAIM_BYTES = 64 * 1024 * 1024
-#: Deepest nesting of arrays and objects accepted, the envelope itself counting as 1.
-MAX_DEPTH = 32
-#: Seeds are non-negative signed 64-bit integers, so every language can hold them.
-MAX_SEED = 2**63 - 1
-#: Where claim-checked params live, relative to the storage root.
-CLAIMS_DIR = f"{STATE_DIR}/claims"
-
-_TASK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}\Z")
-_SHA256_HEX = re.compile(r"[0-9a-f]{64}\Z")
-_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-# One regex match per character that matters to nesting, so the depth scan is linear.
-_NESTING_CHARS = re.compile(r'["\\\[\]{}]')
 
 _REQUIRED = ("v", "job_id", "task", "input", "seed", "submitted_at")
 # `output` may be absent or null: a job that publishes nothing (its effect is elsewhere).
@@ -74,36 +65,6 @@ class JobState(enum.StrEnum):
 
 #: States a job never leaves on its own.
 TERMINAL: frozenset[JobState] = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
-
-
-def new_job_id(now_s: float | None = None) -> str:
-    """A new job id: 26 Crockford base32 characters, 48-bit milliseconds + 80 random bits.
-
-    Ids sort by creation time (to the millisecond), are safe in URLs and file names, and
-    collide with negligible probability even across many submitters.
-    """
-    ms = int((time.time() if now_s is None else now_s) * 1000) & ((1 << 48) - 1)
-    value = (ms << 80) | secrets.randbits(80)
-    chars = [_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5)]
-    return "".join(chars)
-
-
-def new_seed() -> int:
-    """A random seed for a job: the task derives its randomness from it, so reruns match."""
-    return secrets.randbits(63)
-
-
-def canonical_json(value: object) -> str:
-    """Compact JSON with sorted keys and ASCII only: equal values give equal text."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
-
-
-@dataclass(frozen=True)
-class ClaimRef:
-    """Where a claim-checked message's params are: ``path`` under the root, and their hash."""
-
-    path: str
-    sha256: str
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -132,7 +93,7 @@ class Job:
     params_ref: ClaimRef | None = None
 
     def __post_init__(self) -> None:
-        _check_job(self)
+        check_job(self)
 
     # --- encoding ----------------------------------------------------------------------
 
@@ -192,7 +153,7 @@ class Job:
     def from_dict(cls, data: object) -> Job:
         """Validate a decoded envelope (see :meth:`from_json`)."""
         if not isinstance(data, dict):
-            raise BadMessage(f"bad message: expected a JSON object, got {_json_type(data)}")
+            raise BadMessage(f"bad message: expected a JSON object, got {json_type(data)}")
         if "v" not in data:
             raise BadMessage("bad message: missing field 'v' (the envelope version)")
         version = data["v"]
@@ -208,7 +169,7 @@ class Job:
             raise BadMessage(f"bad message: missing field(s) {', '.join(map(repr, missing))}")
         if "params" in data and "params_ref" in data:
             raise BadMessage("bad message: field 'params_ref': not allowed with 'params'")
-        ref = _claim_ref(data["params_ref"], data["job_id"]) if "params_ref" in data else None
+        ref = claim_ref(data["params_ref"], data["job_id"]) if "params_ref" in data else None
         return cls(
             job_id=data["job_id"],
             task=data["task"],
@@ -241,16 +202,16 @@ class Job:
         return hashlib.sha256(canonical_json(identity).encode()).hexdigest()
 
 
-# --- the claim check -------------------------------------------------------------------------
+# --- the message text -----------------------------------------------------------------------
 
 
 def encode_for_queue(job: Job, storage: Storage, max_bytes: int = CLAIM_THRESHOLD_BYTES) -> str:
     """The message text for ``job``, claim-checking its params if it is over ``max_bytes``.
 
     The params are written once, atomically, to ``_conveyor/claims/<sha256>.json`` (named
-    by their hash, so equal params share one file), hard-linked to a name of the job's own
-    (:func:`claim_path`), and the message carries that name and the hash instead. The
-    worker removes the job's name once the job succeeded (:func:`release_claim`).
+    by their hash, so equal params share one file), hard-linked to a name of the job's own,
+    and the message carries that name and the hash instead (:func:`conveyor.claims.store_claim`).
+    The worker removes the job's name once the job succeeded (:func:`release_claim`).
 
     Raises:
         MessageTooLarge: the message is too large even without its params, or the params
@@ -261,16 +222,7 @@ def encode_for_queue(job: Job, storage: Storage, max_bytes: int = CLAIM_THRESHOL
     if len(text) <= max_bytes:
         return text
     if job.params_ref is None:
-        data = canonical_json(job.params).encode()
-        if len(data) > MAX_CLAIM_BYTES:
-            raise MessageTooLarge(
-                f"job {job.job_id}: params are {len(data)} bytes, over {MAX_CLAIM_BYTES}; "
-                "put large data in an input file"
-            )
-        digest = hashlib.sha256(data).hexdigest()
-        _write_claim(storage, digest, data)
-        path = _link_claim(storage, job.job_id, digest, data)
-        job = replace(job, params={}, params_ref=ClaimRef(path, digest))
+        job = replace(job, params={}, params_ref=store_claim(storage, job.job_id, job.params))
         text = job.to_json()
     if len(text) > max_bytes:
         raise MessageTooLarge(
@@ -294,22 +246,7 @@ def decode_from_queue(text: str | bytes, storage: Storage) -> Job:
     ref = job.params_ref
     if ref is None:
         return job
-    path = storage.root / ref.path
-    try:
-        with path.open("rb") as claim:
-            data = claim.read(MAX_CLAIM_BYTES + 1)
-    except FileNotFoundError:
-        raise BadMessage(f"bad message: job {job.job_id}: claim {ref.path} is missing") from None
-    except OSError as exc:
-        raise BadMessage(
-            f"bad message: job {job.job_id}: cannot read claim {ref.path}: {exc.strerror}"
-        ) from exc
-    if len(data) > MAX_CLAIM_BYTES or hashlib.sha256(data).hexdigest() != ref.sha256:
-        raise BadMessage(f"bad message: job {job.job_id}: claim {ref.path} fails its checksum")
-    params = parse_json(data.decode("utf-8", "replace"), what="claim", max_depth=MAX_DEPTH - 1)
-    if not isinstance(params, dict):
-        raise BadMessage(f"bad message: job {job.job_id}: claim {ref.path} is not an object")
-    return replace(job, params=params, params_ref=None)
+    return replace(job, params=load_claim(storage, job.job_id, ref), params_ref=None)
 
 
 def _check_output_is_not_input(job_id: str, input: str, output: str, storage: Storage) -> None:
@@ -328,182 +265,6 @@ def _check_output_is_not_input(job_id: str, input: str, output: str, storage: St
             f"bad message: job {job_id}: its output {output} is its input: "
             "the job would overwrite its own input"
         )
-
-
-def _claim_path(digest: str) -> str:
-    return f"{CLAIMS_DIR}/{digest}.json"
-
-
-def claim_path(job_id: str) -> str:
-    """The job's own name for its claim-checked params, relative to the storage root.
-    (A job id has no dot, so it never clashes with a shared ``<sha256>.json``.)"""
-    return f"{CLAIMS_DIR}/{job_id}.job.json"
-
-
-def _link_claim(storage: Storage, job_id: str, digest: str, data: bytes) -> str:
-    """Give the job its own name for the shared claim file (a hard link: no copy), so that
-    removing it when the job ends never takes the params of another job; a copy of its
-    own where the filesystem has no hard links.
-
-    Raises:
-        StorageError: the claim could not be written.
-    """
-    rel = claim_path(job_id)
-    own, shared = storage.root / rel, storage.root / _claim_path(digest)
-    for _ in range(3):
-        try:
-            os.link(shared, own)
-        except FileExistsError:
-            with contextlib.suppress(OSError):
-                if os.path.samefile(own, shared):
-                    return rel  # this job was encoded before, with these params
-                own.unlink()  # a stale name (a job id used again): replace it
-        except FileNotFoundError:
-            _write_claim(storage, digest, data)  # a worker just released the shared name
-        except OSError:
-            break
-        else:
-            return rel
-    with atomic_output(own) as temp:
-        try:
-            os.chmod(temp, 0o600)
-            temp.write_bytes(data)
-        except OSError as exc:
-            raise storage_error(exc, f"cannot write claim {own}") from exc
-    return rel
-
-
-def release_claim(storage: Storage, job_id: str, ref: ClaimRef) -> None:
-    """Remove a finished job's claim: its own name, then the shared file once no other
-    job's name links to it (a submit racing with this just writes the shared file again).
-    A reference that is not the job's own name (an older message) is left alone. Never
-    raises: a claim left behind costs space, not correctness."""
-    if ref.path != claim_path(job_id):
-        return
-    with contextlib.suppress(OSError):
-        (storage.root / ref.path).unlink()
-    shared = storage.root / _claim_path(ref.sha256)
-    with contextlib.suppress(OSError):
-        if shared.stat().st_nlink == 1:
-            shared.unlink()
-
-
-def release_claims_of(storage: Storage, job_ids: Iterable[str]) -> int:
-    """Remove the claims of jobs known only by id (their messages are gone: ``queue
-    purge``): each job's own name, then the shared file once no job links to it (its
-    name is the hash of the bytes). Returns how many jobs had one. Never raises."""
-    released = 0
-    for job_id in job_ids:
-        own = storage.root / claim_path(job_id)
-        try:
-            data = own.read_bytes()
-        except (OSError, ValueError):
-            continue
-        release_claim(
-            storage, job_id, ClaimRef(claim_path(job_id), hashlib.sha256(data).hexdigest())
-        )
-        released += 1
-    return released
-
-
-def _write_claim(storage: Storage, digest: str, data: bytes) -> None:
-    """Write a claim owner-only (0600, in directories created 0700): params may carry
-    secrets such as API tokens."""
-    final = storage.root / _claim_path(digest)
-    try:
-        if final.stat().st_size == len(data):
-            return  # content-addressed: an existing file of this size has these bytes
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        raise storage_error(exc, f"cannot check claim {final}") from exc
-    try:
-        storage.root.mkdir(parents=True, exist_ok=True)
-        for directory in (storage.root / STATE_DIR, final.parent):
-            directory.mkdir(mode=0o700, exist_ok=True)
-    except OSError as exc:
-        raise storage_error(exc, f"cannot create {final.parent}") from exc
-    with atomic_output(final) as temp:
-        try:
-            os.chmod(temp, 0o600)
-            temp.write_bytes(data)
-        except OSError as exc:
-            raise storage_error(exc, f"cannot write claim {final}") from exc
-
-
-def _claim_ref(value: object, job_id: object) -> ClaimRef:
-    if not isinstance(value, dict) or set(value) != {"path", "sha256"}:
-        raise BadMessage("bad message: field 'params_ref': expected {'path', 'sha256'}")
-    digest = value["sha256"]
-    if not isinstance(digest, str) or not _SHA256_HEX.match(digest):
-        raise BadMessage("bad message: field 'params_ref.sha256': not a sha256 hex digest")
-    own = claim_path(job_id) if isinstance(job_id, str) and _valid_job_id(job_id) else None
-    if value["path"] not in (own, _claim_path(digest)):
-        raise BadMessage(
-            f"bad message: field 'params_ref.path': expected {own or _claim_path(digest)}"
-        )
-    return ClaimRef(path=value["path"], sha256=digest)
-
-
-# --- JSON with limits -------------------------------------------------------------------------
-
-
-def parse_json(text: str, *, what: str, max_depth: int = MAX_DEPTH) -> object:
-    """``json.loads`` that rejects deep nesting (before parsing), duplicate keys and NaN.
-
-    Raises:
-        BadMessage: the text is not strict JSON or nests deeper than ``max_depth``.
-    """
-    if _too_deep(text, max_depth):
-        raise BadMessage(f"bad {what}: nested deeper than {max_depth} levels")
-    try:
-        return json.loads(
-            text, object_pairs_hook=_object_without_duplicates, parse_constant=_reject_constant
-        )
-    except (ValueError, RecursionError) as exc:
-        raise BadMessage(f"bad {what}: not valid JSON ({exc})") from None
-
-
-def _too_deep(text: str, max_depth: int) -> bool:
-    """Whether arrays/objects nest deeper than ``max_depth``, brackets in strings aside."""
-    if text.count("[") + text.count("{") <= max_depth:
-        return False  # cannot nest deeper than it has brackets: the common, fast case
-    depth = 0
-    in_string = False
-    escaped_at = -1
-    for match in _NESTING_CHARS.finditer(text):
-        char, at = match.group(), match.start()
-        if in_string:
-            if at == escaped_at:
-                continue
-            if char == "\\":
-                escaped_at = at + 1
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char in "[{":
-            depth += 1
-            if depth > max_depth:
-                return True
-        elif char in "]}":
-            depth -= 1
-    return False
-
-
-def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result = dict(pairs)
-    if len(result) != len(pairs):
-        seen: set[str] = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise ValueError(f"duplicate key {key!r}")
-            seen.add(key)
-    return result
-
-
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not JSON")
 
 
 def _check_utf8(text: str) -> None:
@@ -525,92 +286,7 @@ def _check_size(text: str, max_bytes: int) -> None:
         raise BadMessage(f"bad message: {size} bytes, over the limit of {max_bytes}")
 
 
-# --- field validation -------------------------------------------------------------------------
-
-
-def _check_job(job: Job) -> None:
-    try:
-        check_job_id(job.job_id)
-    except BadInput as exc:
-        raise BadMessage(f"bad message: field 'job_id': {exc.message}") from None
-    if not isinstance(job.task, str) or not _TASK_NAME.match(job.task):
-        raise BadMessage(
-            f"bad message: field 'task': {_short(job.task)} is not a task name "
-            "(1 to 128 of [A-Za-z0-9_.:-], starting with a letter or digit)"
-        )
-    if job.input is not None:
-        _check_path("input", job.input)
-    if job.output is not None:
-        _check_path("output", job.output)
-    if type(job.seed) is not int or not 0 <= job.seed <= MAX_SEED:
-        raise BadMessage(f"bad message: field 'seed': {_short(job.seed)} is not in 0..2**63-1")
-    when = job.submitted_at
-    if type(when) not in (int, float) or not math.isfinite(when) or when < 0:
-        raise BadMessage(f"bad message: field 'submitted_at': {_short(when)} is not a time")
-    if not isinstance(job.params, dict):
-        raise BadMessage(
-            f"bad message: field 'params': expected an object, got {_json_type(job.params)}"
-        )
-    if job.params_ref is not None and job.params:
-        raise BadMessage("bad message: field 'params_ref': not allowed with non-empty 'params'")
-    # The envelope is level 1 of the message, so its params start at level 2.
-    _check_json_value(job.params, "params", 2)
-    if type(when) is int:
-        object.__setattr__(job, "submitted_at", float(when))
-
-
-def _check_path(name: str, value: object) -> None:
-    try:
-        check_relative_path(value)
-    except BadInput as exc:
-        raise BadMessage(f"bad message: field {name!r}: {exc.message}") from None
-
-
-def _check_json_value(value: object, where: str, depth: int) -> None:
-    """Reject what JSON cannot carry faithfully: non-str keys, NaN, tuples, other types."""
-    if depth > MAX_DEPTH:
-        raise BadMessage(f"bad message: field {where!r}: nested deeper than {MAX_DEPTH} levels")
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise BadMessage(f"bad message: field {where!r}: key {key!r} is not a string")
-            if isinstance(item, dict | list):
-                _check_json_value(item, f"{where}.{key}", depth + 1)
-            else:
-                _check_scalar(item, f"{where}.{key}")
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            if isinstance(item, dict | list):
-                _check_json_value(item, f"{where}[{index}]", depth + 1)
-            else:
-                _check_scalar(item, f"{where}[{index}]")
-    else:
-        _check_scalar(value, where)
-
-
-def _check_scalar(value: object, where: str) -> None:
-    if value is None or isinstance(value, str | bool | int):
-        return
-    if isinstance(value, float) and math.isfinite(value):
-        return
-    raise BadMessage(f"bad message: field {where!r}: {_short(value)} is not a JSON value")
-
-
-def _json_type(value: object) -> str:
-    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
-    if value is None:
-        return "null"
-    return names.get(
-        type(value), "a number" if isinstance(value, int | float) else type(value).__name__
-    )
-
-
-def _short(value: object) -> str:
-    shown = repr(value)
-    return shown if len(shown) <= 60 else shown[:57] + "..."
-
-
-# --- reading a job id from anything --------------------------------------------------------------
+# --- reading a job id from anything ---------------------------------------------------------
 
 #: How ``Job.to_json`` starts every envelope: the job id follows, with no escapes possible.
 _ENVELOPE_HEAD = f'{{"v":{VERSION},"job_id":"'
@@ -633,7 +309,7 @@ def job_id_of(body: object) -> str | None:
     start = len(_ENVELOPE_HEAD)
     if body.startswith(_ENVELOPE_HEAD):
         end = body.find('"', start, start + 65)
-        if end > start and _valid_job_id(body[start:end]):
+        if end > start and is_job_id(body[start:end]):
             return body[start:end]
     if len(body) > MAX_MESSAGE_BYTES:
         return None
@@ -642,12 +318,30 @@ def job_id_of(body: object) -> str | None:
     except (ValueError, RecursionError):
         return None
     job_id = data.get("job_id") if isinstance(data, dict) else None
-    return job_id if _valid_job_id(job_id) else None
+    return job_id if is_job_id(job_id) else None
 
 
-def _valid_job_id(value: object) -> bool:
-    try:
-        check_job_id(value)
-    except BadInput:
-        return False
-    return True
+__all__ = [  # names defined beside the envelope, imported from here by the rest of conveyor
+    "CLAIMS_DIR",
+    "CLAIM_THRESHOLD_BYTES",
+    "MAX_CLAIM_BYTES",
+    "MAX_DEPTH",
+    "MAX_MESSAGE_BYTES",
+    "MAX_SEED",
+    "TASK_NAME",
+    "TERMINAL",
+    "VERSION",
+    "ClaimRef",
+    "Job",
+    "JobState",
+    "canonical_json",
+    "claim_path",
+    "decode_from_queue",
+    "encode_for_queue",
+    "job_id_of",
+    "new_job_id",
+    "new_seed",
+    "parse_json",
+    "release_claim",
+    "release_claims_of",
+]

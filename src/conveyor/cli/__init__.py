@@ -10,14 +10,14 @@ from typing import Any
 
 import click
 
-from conveyor.cli.options import setting_option
+from conveyor.cli.shared_options import setting_option
 from conveyor.errors import ConveyorError
 
 #: Subcommands, loaded only when used so that `conveyor run` never imports boto3.
 COMMANDS: dict[str, str] = {
     "run": "conveyor.cli.run:run",
-    "submit": "conveyor.cli.jobs:submit",
-    "status": "conveyor.cli.jobs:status",
+    "submit": "conveyor.cli.submit:submit",
+    "status": "conveyor.cli.status:status",
     "wait": "conveyor.cli.jobs:wait",
     "cancel": "conveyor.cli.jobs:cancel",
     "worker": "conveyor.cli.worker:worker",

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import click
 
-from conveyor.cli.options import queue_options, storage_option
-from conveyor.cli.settings_options import (
+from conveyor.cli.shared_options import (
     base_settings,
-    open_configured_ledger,
-    open_configured_queue,
+    queue_options,
     shown_ledger_url,
+    storage_option,
 )
+from conveyor.client import open_configured_ledger, open_configured_queue
 from conveyor.errors import ConfigError, QueueNotFound
 from conveyor.queues import Queue
 from conveyor.settings import Settings

@@ -1,223 +1,41 @@
-"""``conveyor submit``, ``wait`` and ``cancel``: thin layers over :class:`conveyor.Client`.
+"""``conveyor wait`` and ``cancel``: thin layers over :class:`conveyor.Client`.
 
-``conveyor status`` is in :mod:`conveyor.cli.status` (re-exported here for the command table).
+``conveyor submit`` is in :mod:`conveyor.cli.submit` and ``conveyor status`` in
+:mod:`conveyor.cli.status` (both re-exported here, the command table's old paths).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any
 
 import click
-from click.core import ParameterSource
 
-from conveyor.cli.options import queue_options, storage_option
-from conveyor.cli.settings_options import base_settings, import_option, json_option
-from conveyor.cli.status import group_line, record_line, status  # status: the command table
+from conveyor.cli.shared_options import (
+    base_settings,
+    command_option,
+    json_option,
+    queue_options,
+    storage_option,
+)
+from conveyor.cli.status import group_line, record_line, status
+from conveyor.cli.submit import submit
 from conveyor.client import Client
 from conveyor.errors import ConveyorError
-from conveyor.jobs import MAX_SEED, Job, JobState
+from conveyor.jobs import JobState
 from conveyor.ledger import GroupState, JobRecord
 from conveyor.settings import EXIT_FAILED, EXIT_OK
-from conveyor.submission import Item
-
-#: Show a progress bar (on a terminal) from this many jobs on.
-_PROGRESS_FROM = 200
-
-
-def parse_param(text: str) -> tuple[str, object]:
-    """``key=value`` to a pair; the value is JSON-decoded when it parses, else a string.
-
-    ``n=5`` gives 5, ``ok=true`` True, ``tags=["a"]`` a list, ``name=abc`` "abc".
-
-    Raises:
-        click.BadParameter: no ``=``, or an empty key.
-    """
-    key, sep, raw = text.partition("=")
-    if not sep or not key:
-        raise click.BadParameter(f"{text!r}: expected KEY=VALUE", param_hint="--param")
-    try:
-        value: object = json.loads(raw)
-    except ValueError:
-        value = raw
-    return key, value
-
-
-@click.command()
-@storage_option
-@queue_options
-@click.argument("files", nargs=-1)
-@click.option(
-    "--files-from",
-    type=click.File("r"),
-    default=None,
-    help="Also read paths from this file, one per line ('-' for stdin): for many files.",
-)
-@click.option(
-    "--in-storage",
-    is_flag=True,
-    help="The files are already in the storage: paths are relative to its root.",
-)
-@click.option(
-    "--task",
-    default="csv-process",
-    show_default=True,
-    envvar="CONVEYOR_TASK",
-    show_envvar=True,
-    help="Task to run on each file.",
-)
-@click.option(
-    "--param",
-    "params",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="A task parameter; repeatable. VALUE is JSON if it parses, else a string. "
-    "With no files, submits one job that carries only its parameters.",
-)
-@click.option(
-    "--seed",
-    type=click.IntRange(0, MAX_SEED),
-    default=None,
-    help="Seed for every job [default: a new random seed per job, recorded].",
-)
-@click.option(
-    "--output",
-    default=None,
-    metavar="PATH",
-    help="Output path under the storage root (one job only) [default: "
-    "outputs/<job_id>/<name>; none for a job without input].",
-)
-@click.option(
-    "--split-rows",
-    type=click.IntRange(1),
-    default=None,
-    metavar="N",
-    help="Split one CSV into a group of jobs of N rows each, merged into one output "
-    "(byte-identical to the unsplit job's); prints the group id.",
-)
-@click.option(
-    "--tolerate-failures",
-    default="0",
-    show_default=True,
-    metavar="N|N%",
-    help="With --split-rows: shards that may fail with the group still merging the others.",
-)
-@import_option
-@json_option
-@click.pass_context
-def submit(
-    ctx: click.Context,
-    /,
-    storage: Path,
-    queue_url: str | None,
-    endpoint_url: str | None,
-    files: tuple[str, ...],
-    **options: Any,
-) -> None:
-    """Submit one job per file: copy it into the storage, queue it, print its job id.
-
-    With no files, ``--task T --param KEY=VALUE`` submits one job without input.
-    Interrupted (SIGINT/SIGTERM), it stops before its next batch of 10: the jobs printed
-    are queued and in the ledger, and nothing is left of the others (exit 75).
-    """
-    items = _items(ctx, files, options["files_from"], options["params"])
-    output: str | None = options["output"]
-    if options["split_rows"] is not None:
-        _submit_split(storage, queue_url, endpoint_url, items, output=output, options=options)
-        return
-    if output is not None:
-        if len(items) != 1:
-            raise click.UsageError("--output names one output: submit one file with it")
-        items = [{"input": items[0], "output": output}]
-    settings = base_settings(storage, queue_url, endpoint_url, imports=tuple(options["imports"]))
-    echo = not options["as_json"]
-    with Client(settings) as client, _progress(len(items)) as advance:
-
-        def on_sent(jobs: Sequence[Job]) -> None:
-            if echo:
-                click.echo("\n".join(job.job_id for job in jobs))
-            advance(len(jobs))
-
-        jobs = client.submit_many(
-            items,
-            task=options["task"],
-            params=dict(parse_param(text) for text in options["params"]),
-            seed=options["seed"],
-            in_storage=options["in_storage"],
-            on_sent=on_sent,
-        )
-    if not echo:
-        click.echo(json.dumps([_job_summary(job) for job in jobs], indent=1))
-
-
-def _submit_split(
-    storage: Path,
-    queue_url: str | None,
-    endpoint_url: str | None,
-    items: Sequence[Item],
-    *,
-    output: str | None,
-    options: dict[str, Any],
-) -> None:
-    """``submit --split-rows N FILE``: one group of shard jobs; prints the group id."""
-    if len(items) != 1 or not isinstance(items[0], str):
-        raise click.UsageError("--split-rows splits one file: give exactly one")
-    settings = base_settings(storage, queue_url, endpoint_url, imports=tuple(options["imports"]))
-    tolerate = str(options["tolerate_failures"])
-    with Client(settings) as client:
-        group = client.submit(
-            items[0],
-            task=options["task"],
-            params=dict(parse_param(text) for text in options["params"]) or None,
-            seed=options["seed"],
-            output=output,
-            in_storage=options["in_storage"],
-            split_rows=options["split_rows"],
-            tolerate_failures=int(tolerate) if tolerate.isdigit() else tolerate,
-        )
-    if options["as_json"]:
-        summary = {
-            "group_id": group.group_id,
-            "jobs": len(group.jobs),
-            "completion_job_id": group.completion_job_id,
-        }
-        click.echo(json.dumps(summary, indent=1))
-    else:
-        click.echo(group.group_id)
-
-
-def _items(
-    ctx: click.Context, files: tuple[str, ...], files_from: IO[str] | None, params: Sequence[str]
-) -> list[Item]:
-    """The submit's items: its files, or one job without input when there are none but
-    parameters or an explicit task.
-
-    Raises:
-        click.UsageError: nothing to submit.
-    """
-    names: list[Item] = list(files)
-    if files_from is not None:
-        names.extend(line.strip() for line in files_from if line.strip())
-    if names:
-        return names
-    explicit_task = ctx.get_parameter_source("task") is ParameterSource.COMMANDLINE
-    if files_from is None and (params or explicit_task):
-        return [None]
-    raise click.UsageError(
-        "give at least one file (or --files-from), or --task/--param for a job without input"
-    )
 
 
 @click.command()
 @storage_option
 @queue_options
 @click.argument("job_ids", nargs=-1, required=True, metavar="JOB...")
-@click.option(
+@command_option(
     "--timeout-s",
+    envvar="CONVEYOR_WAIT_TIMEOUT_S",
     type=click.FloatRange(0),
     default=None,
     help="Give up after this many seconds (exit 124) [default: wait as long as it takes].",
@@ -262,7 +80,12 @@ def wait(
 @storage_option
 @queue_options
 @click.argument("job_ids", nargs=-1, required=True, metavar="JOB...")
-@click.option("--reason", default=None, help="Why, kept in the ledger as the job's error.")
+@command_option(
+    "--reason",
+    envvar="CONVEYOR_CANCEL_REASON",
+    default=None,
+    help="Why, kept in the ledger as the job's error.",
+)
 @json_option
 def cancel(
     storage: Path,
@@ -326,24 +149,4 @@ def _show_records(records: Sequence[JobRecord], as_json: bool) -> None:
         click.echo(record_line(record))
 
 
-@contextlib.contextmanager
-def _progress(total: int) -> Iterator[Any]:
-    """A progress bar on stderr for long submits at a terminal; a no-op otherwise."""
-    if total < _PROGRESS_FROM or not sys.stderr.isatty():
-        yield lambda n: None
-        return
-    with click.progressbar(length=total, label="submitting", file=sys.stderr) as bar:
-        yield bar.update
-
-
-def _job_summary(job: Job) -> dict[str, object]:
-    return {
-        "job_id": job.job_id,
-        "task": job.task,
-        "input": job.input,
-        "output": job.output,
-        "seed": job.seed,
-    }
-
-
-__all__ = ["cancel", "parse_param", "status", "submit", "wait"]
+__all__ = ["cancel", "status", "submit", "wait"]

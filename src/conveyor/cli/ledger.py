@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import click
 
-from conveyor.cli.options import storage_option
+from conveyor.cli.shared_options import setting_option, storage_option
 from conveyor.errors import ConfigError
 from conveyor.ledger import DEFAULT_RETENTION_S, LedgerNotFound, open_ledger, redact_url
 from conveyor.settings import Settings
@@ -54,18 +54,8 @@ def _duration_callback(ctx: click.Context, param: click.Parameter, value: str) -
 
 
 def ledger_option(func: F) -> F:
-    """``--ledger`` / ``CONVEYOR_LEDGER_URL``: where the ledger is."""
-    return click.option(
-        "--ledger",
-        "ledger_url",
-        envvar="CONVEYOR_LEDGER_URL",
-        show_envvar=True,
-        default=None,
-        metavar="URL",
-        help="Job ledger URL: sqlite:///path/ledger.db or postgresql://user@host/db "
-        "(keep the password in the env var) [default: the SQLite file in the storage's "
-        "_conveyor/].",
-    )(func)
+    """``--ledger`` / ``CONVEYOR_LEDGER_URL``: where the ledger is (from the settings table)."""
+    return setting_option("ledger_url")(func)
 
 
 def _ledger_url(storage: Path, ledger_url: str | None) -> str:

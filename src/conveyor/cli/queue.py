@@ -18,13 +18,8 @@ from urllib.parse import urlsplit
 
 import click
 
-from conveyor.cli.options import queue_options, storage_option
-from conveyor.cli.settings_options import (
-    base_settings,
-    json_option,
-    open_configured_ledger,
-    open_configured_queue,
-)
+from conveyor.cli.shared_options import base_settings, json_option, queue_options, storage_option
+from conveyor.client import open_configured_ledger, open_configured_queue
 from conveyor.errors import BadInput, ConfigError, ConveyorError, QueueNotFound
 from conveyor.jobs import TERMINAL, JobState, job_id_of, release_claims_of
 from conveyor.ledger import Ledger, LedgerEvent, LedgerNotFound

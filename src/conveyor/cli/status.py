@@ -14,13 +14,14 @@ from pathlib import Path
 
 import click
 
-from conveyor.cli.options import queue_options, storage_option
-from conveyor.cli.settings_options import (
+from conveyor.cli.shared_options import (
     base_settings,
+    command_option,
     json_option,
-    open_configured_ledger,
-    open_configured_queue,
+    queue_options,
+    storage_option,
 )
+from conveyor.client import open_configured_ledger, open_configured_queue
 from conveyor.errors import ConveyorError
 from conveyor.jobs import JobState
 from conveyor.ledger import (
@@ -42,27 +43,36 @@ MAX_PAGE = 10_000
 @storage_option
 @queue_options
 @click.argument("job_id", required=False)
-@click.option(
+@command_option(
     "--state",
+    envvar="CONVEYOR_STATUS_STATE",
     type=click.Choice([state.value for state in JobState]),
     default=None,
     help="List the jobs in this state, most recently updated first.",
 )
-@click.option("--task", default=None, help="List the jobs of this task (with --state: both).")
-@click.option(
+@command_option(
+    "--task",
+    envvar="CONVEYOR_STATUS_TASK",
+    default=None,
+    help="List the jobs of this task (with --state: both).",
+)
+@command_option(
     "--groups",
     "list_groups",
+    envvar="CONVEYOR_STATUS_GROUPS",
     is_flag=True,
     help="List the job groups, newest first (a page at a time, as jobs are).",
 )
-@click.option(
+@command_option(
     "--before",
+    envvar="CONVEYOR_STATUS_BEFORE",
     metavar="CURSOR",
     default=None,
     help="List the page after this cursor (printed at the end of a full page).",
 )
-@click.option(
+@command_option(
     "--limit",
+    envvar="CONVEYOR_STATUS_LIMIT",
     type=click.IntRange(1, MAX_PAGE),
     default=20,
     show_default=True,

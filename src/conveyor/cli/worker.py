@@ -14,8 +14,12 @@ from typing import Any, TypeVar
 
 import click
 
-from conveyor.cli.options import queue_options, setting_option, storage_option
-from conveyor.cli.settings_options import base_settings
+from conveyor.cli.shared_options import (
+    base_settings,
+    queue_options,
+    setting_option,
+    storage_option,
+)
 from conveyor.logs import configure_logging
 from conveyor.settings import EXIT_FAILED
 from conveyor.supervisor import run_worker, supervise
@@ -57,14 +61,13 @@ def worker_options(func: F) -> F:
 @storage_option
 @queue_options
 @worker_options
-def worker(storage: Path, queue_url: str | None, endpoint_url: str | None, **options: Any) -> None:
+def worker(storage: Path, queue_url: str | None, endpoint_url: str | None, **fields: Any) -> None:
     """Run jobs from the queue until stopped, drained (--until-empty) or done.
 
     Exit codes: 0 finished, 75 interrupted by SIGTERM/SIGINT, 78 broken configuration.
     """
-    options["imports"] = tuple(options["imports"])
-    options["log_level"] = str(options["log_level"]).upper()
-    settings = base_settings(storage, queue_url, endpoint_url, **options)
+    # ``fields`` are the WORKER_FIELDS, typed and checked by click as the table says.
+    settings = base_settings(storage, queue_url, endpoint_url, **fields)
     configure_logging(settings.log_format, "DEBUG" if settings.debug else settings.log_level)
     if settings.processes > 1:
         sys.exit(supervise(settings))
@@ -96,9 +99,9 @@ def worker(storage: Path, queue_url: str | None, endpoint_url: str | None, **opt
 def health(health_file: Path, max_age_s: float) -> None:
     """Exit 0 if the worker touched its health file recently, 1 otherwise.
 
-    For a Kubernetes liveness probe: ``exec: [conveyor, health]`` with
-    CONVEYOR_HEALTH_FILE set. A worker touches the file every round and every heartbeat,
-    so keep --max-age-s above the long-poll wait and the heartbeat interval.
+    For a Kubernetes liveness probe: exec: [conveyor, health] with CONVEYOR_HEALTH_FILE
+    set. A worker touches the file every round and every heartbeat, so keep --max-age-s
+    above the long-poll wait and the heartbeat interval.
     """
     try:
         age_s = time.time() - health_file.stat().st_mtime

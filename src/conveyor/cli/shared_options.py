@@ -1,5 +1,9 @@
-"""Options shared by several commands, built from the settings table (``settings.OPTIONS``):
-each has its environment twin, shown in --help, read the way ``conveyor.connect()`` reads it."""
+"""The options several commands share, built from the settings table (``settings.OPTIONS``),
+and ``base_settings()``, which turns them into :class:`~conveyor.settings.Settings`.
+
+Every option here has its environment twin, shown in --help; the table's are read the way
+``conveyor.connect()`` reads them. The settings themselves live in the library.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +13,19 @@ from typing import Any, TypeVar
 
 import click
 
-from conveyor.settings import OPTIONS, Option
+from conveyor.errors import ConfigError
+from conveyor.ledger import redact_url
+from conveyor.settings import OPTIONS, Option, Settings, check_heartbeat, default_wait_s
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 #: Where the ledger URL given by ``--ledger`` waits for ``base_settings`` (click's context).
 LEDGER_URL_KEY = "conveyor.ledger_url"
+
+
+def command_option(*decls: str, envvar: str, help: str, **kwargs: Any) -> Callable[[F], F]:
+    """A command's own option (not a setting), with its environment twin shown in --help."""
+    return click.option(*decls, envvar=envvar, show_envvar=True, help=help, **kwargs)
 
 
 def _click_type(option: Option) -> click.ParamType[Any] | None:
@@ -57,10 +68,8 @@ def setting_option(field: str, **extra: Any) -> Callable[[F], F]:
             kwargs.update(default=default, show_default=True)
         else:
             kwargs["default"] = None
-    if option.kind in ("str",):
-        kwargs.setdefault("metavar", "URL" if field.endswith("_url") else None)
-        if kwargs["metavar"] is None:
-            del kwargs["metavar"]
+    if option.kind == "str" and field.endswith("_url"):
+        kwargs["metavar"] = "URL"
     kwargs.update(extra)
     return click.option(f"--{option.flag}", field, **kwargs)
 
@@ -83,3 +92,53 @@ def queue_options(func: F) -> F:
     func = setting_option("ledger_url", expose_value=False, callback=_keep_ledger_url)(func)
     func = setting_option("endpoint_url")(func)
     return setting_option("queue_url")(func)
+
+
+def import_option(func: F) -> F:
+    """``--import`` / ``CONVEYOR_IMPORT``: modules or .py files that register tasks."""
+    return setting_option("imports")(func)
+
+
+def json_option(func: F) -> F:
+    """``--json`` / ``CONVEYOR_JSON``: machine-readable output for scripts."""
+    return command_option(
+        "--json", "as_json", envvar="CONVEYOR_JSON", is_flag=True, help="Print JSON for scripts."
+    )(func)
+
+
+def base_settings(
+    storage: Path, queue_url: str | None, endpoint_url: str | None, **fields: Any
+) -> Settings:
+    """Settings from the shared options, plus any fields a command adds.
+
+    The ledger URL comes from ``--ledger`` / ``CONVEYOR_LEDGER_URL`` (kept in the click
+    context by the queue options) unless ``fields`` gives one; ``debug`` from the root
+    ``--debug``; ``wait_s``, when None or not given, defaults by queue as
+    :func:`conveyor.settings.settings_from_env` does.
+
+    Raises:
+        click.UsageError: the heartbeat is not shorter than the visibility timeout.
+    """
+    ctx = click.get_current_context(silent=True)
+    if "ledger_url" not in fields:
+        fields["ledger_url"] = ctx.meta.get(LEDGER_URL_KEY) if ctx is not None else None
+    fields.setdefault("debug", is_debug())
+    if fields.get("wait_s") is None:
+        fields["wait_s"] = default_wait_s(queue_url)
+    settings = Settings(storage=storage, queue_url=queue_url, endpoint_url=endpoint_url, **fields)
+    try:
+        check_heartbeat(settings)
+    except ConfigError as exc:
+        raise click.UsageError(exc.message) from None
+    return settings
+
+
+def shown_ledger_url(settings: Settings) -> str:
+    """The ledger's URL with any password hidden: the only form ever printed or logged."""
+    return redact_url(settings.resolved_ledger_url)
+
+
+def is_debug() -> bool:
+    """Whether the root ``--debug`` flag is on (for tracebacks and debug logs)."""
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx and ctx.find_root().meta.get("conveyor.debug"))
