@@ -4,11 +4,11 @@ function its decorator returns, which can submit jobs that run it."""
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Generic
 
 from conveyor.errors import ConfigError, UnknownTask
+from conveyor.job_checks import TASK_NAME
 from conveyor.jobs import Job
 from conveyor.task_context import (
     MergeFunction,
@@ -22,8 +22,6 @@ if TYPE_CHECKING:
     import os
 
     from conveyor.client import Client
-
-_TASK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}\Z")
 
 
 class TaskRegistry:
@@ -41,7 +39,7 @@ class TaskRegistry:
         Raises:
             ConfigError: the name is malformed or taken by another function.
         """
-        if not isinstance(name, str) or not _TASK_NAME.match(name):
+        if not isinstance(name, str) or not TASK_NAME.match(name):
             raise ConfigError(
                 f"bad task name {name!r}: use 1 to 128 of [A-Za-z0-9_.:-], "
                 "starting with a letter or digit"
