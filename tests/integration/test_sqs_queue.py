@@ -238,6 +238,7 @@ def test_client_waits_longer_than_the_longest_long_poll(sqs_settings: Settings) 
         client.close()
 
 
+@pytest.mark.slow  # one real 20 s long poll
 def test_a_long_poll_of_twenty_seconds_ends_without_a_read_timeout(
     sqs_settings: Settings, open_sqs: Callable[..., SQSQueue]
 ) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conveyor import storage as storage_module
+from conveyor import tempfiles
 from conveyor.errors import BadInput, StorageError, UnsafePath
 from conveyor.storage import (
     LEGACY_TEMP_AGE_S,
@@ -325,8 +325,8 @@ def age(path: Path, seconds: float) -> Path:
 @pytest.fixture
 def fresh_sweeps(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every atomic_output sweeps its directory, however recently it was swept."""
-    monkeypatch.setattr(storage_module, "_last_sweep", {})
-    monkeypatch.setattr(storage_module, "SWEEP_EVERY_S", 0.0)
+    monkeypatch.setattr(tempfiles, "_last_sweep", {})
+    monkeypatch.setattr(tempfiles, "SWEEP_EVERY_S", 0.0)
 
 
 def test_temporary_names_say_who_writes_and_fit_name_max(tmp_path: Path) -> None:

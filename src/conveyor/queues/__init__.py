@@ -1,10 +1,12 @@
-"""Queue backends behind one contract; the URL's scheme picks the backend."""
+"""Queue backends behind one contract; the URL's scheme picks the backend (open_queue,
+create_queue, delete_queue)."""
 
 from __future__ import annotations
 
 from urllib.parse import urlsplit
 
 from conveyor.errors import ConfigError
+from conveyor.queues.admin import create_queue, delete_queue
 from conveyor.queues.base import (
     BatchResult,
     DeadLetter,
@@ -25,6 +27,8 @@ __all__ = [
     "QueueStats",
     "Received",
     "Removed",
+    "create_queue",
+    "delete_queue",
     "message_text",
     "open_queue",
 ]

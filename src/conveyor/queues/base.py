@@ -4,139 +4,52 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import ClassVar
 
 from conveyor.errors import ConfigError, LeaseLost, MessageTooLarge
+from conveyor.queues.messages import (
+    MAX_LISTED_BODY_BYTES,
+    BatchResult,
+    DeadLetter,
+    Outgoing,
+    QueueStats,
+    Received,
+    Removed,
+    display_text,
+    message_text,
+)
+
+# The values of the contract live in messages.py; they stay importable from here.
+__all__ = [
+    "MAX_BATCH",
+    "MAX_DELAY_S",
+    "MAX_LISTED_BODY_BYTES",
+    "MAX_VISIBILITY_TIMEOUT_S",
+    "MAX_WAIT_S",
+    "BatchResult",
+    "DeadLetter",
+    "Outgoing",
+    "Queue",
+    "QueueStats",
+    "Received",
+    "Removed",
+    "billed_requests",
+    "check_outgoing",
+    "check_queue_config",
+    "check_receive",
+    "check_visibility_timeout_s",
+    "display_text",
+    "message_text",
+]
+
 
 #: SQS's ceiling on a visibility timeout (12 hours); every backend enforces it.
 MAX_VISIBILITY_TIMEOUT_S = 43_200
 #: SQS's ceiling on a long-poll wait and on a batch.
 MAX_WAIT_S = 20
 MAX_BATCH = 10
-
-
-@dataclass(frozen=True)
-class Outgoing:
-    """A message to send.
-
-    Attributes:
-        body: the JSON text of the message.
-        delay_s: seconds before the message first becomes visible (0 to 900).
-        dedup_id: FIFO queues: messages with the same id within 5 minutes are sent once.
-        group_id: FIFO queues: messages of one group are delivered in order.
-    """
-
-    body: str
-    delay_s: int = 0
-    dedup_id: str | None = None
-    group_id: str | None = None
-
-
-@dataclass(frozen=True)
-class Received:
-    """A received message and the lease that lets its receiver ack, extend or release it.
-
-    Every receive of a message gives a new lease; an older lease no longer works.
-    """
-
-    message_id: str
-    body: str
-    lease: str
-    receive_count: int
-    sent_at: float
-
-
-@dataclass(frozen=True)
-class DeadLetter:
-    """A message in the dead-letter queue.
-
-    Attributes:
-        body: the message's text, as :func:`message_text` makes any stored body readable
-            (a listing may cut a body over :data:`MAX_LISTED_BODY_BYTES`).
-        dead_at: when it was dead-lettered (epoch seconds), where the backend keeps it.
-        cursor: its place in a newest-first listing: give it as ``before`` to
-            :meth:`Queue.dead_letter_page` for the next page. None where the backend
-            cannot page (SQS lists dead letters by receiving them, in no set order).
-    """
-
-    message_id: str
-    body: str
-    receive_count: int
-    reason: str | None = None
-    dead_at: float | None = None
-    cursor: str | None = None
-
-
-@dataclass(frozen=True)
-class Removed:
-    """What a purge or a redrive took out of a queue.
-
-    Attributes:
-        count: how many messages (-1 where the backend cannot tell).
-        job_ids: the job ids read from their bodies (bodies without one are left out), or
-            None where the backend cannot tell which messages went (SQS's PurgeQueue).
-    """
-
-    count: int
-    job_ids: list[str] | None = None
-
-
-@dataclass(frozen=True)
-class QueueStats:
-    """Approximate message counts (SQS's counts are approximate; SQLite's are exact)."""
-
-    visible: int
-    in_flight: int
-    delayed: int
-    dead_lettered: int
-
-    @property
-    def pending(self) -> int:
-        """Messages that are not yet done: visible, in flight or delayed."""
-        return self.visible + self.in_flight + self.delayed
-
-
-@dataclass(frozen=True)
-class BatchResult:
-    """Per-entry outcome of a batch call: leases (or ids) that worked, and those that did not."""
-
-    ok: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
-
-
 #: SQS's ceiling on a message delay.
 MAX_DELAY_S = 900
-#: Listings of dead letters cut each body after this many bytes: no valid envelope is
-#: larger (the decoder's limit is 1 MiB), so a cut body is a bad message either way.
-MAX_LISTED_BODY_BYTES = 1024 * 1024 + 1
-
-
-def message_text(raw: object) -> str:
-    """A stored message body as text, whatever was stored: the one decoding path for every
-    body read from a queue (receive, dead-letter listings, purge, redrive).
-
-    UTF-8 bytes decode as usual; bytes that are not UTF-8 become lone surrogates
-    (``surrogateescape``: the text still carries the original bytes, and
-    :meth:`conveyor.jobs.Job.from_json` rejects it as not UTF-8); None becomes ``""``;
-    numbers their decimal form. Never raises.
-    """
-    if isinstance(raw, str):
-        return raw
-    if isinstance(raw, bytes | bytearray | memoryview):
-        return bytes(raw).decode("utf-8", "surrogateescape")
-    if raw is None:
-        return ""
-    return str(raw)
-
-
-def display_text(raw: object) -> str:
-    """Like :func:`message_text`, for what is only shown (a reason, a message id): bytes
-    that are not UTF-8 become U+FFFD, so the text can be printed anywhere. Never raises."""
-    if isinstance(raw, bytes | bytearray | memoryview):
-        return bytes(raw).decode("utf-8", "replace")
-    text = message_text(raw)
-    return text.encode("utf-8", "replace").decode("utf-8") if not text.isascii() else text
 
 
 def check_visibility_timeout_s(value: int) -> int:
@@ -150,6 +63,11 @@ def check_visibility_timeout_s(value: int) -> int:
             f"visibility timeout {value} s is outside 0..{MAX_VISIBILITY_TIMEOUT_S} s (SQS's cap)"
         )
     return value
+
+
+def billed_requests(entries: int) -> int:
+    """Requests a call on ``entries`` entries costs on SQS: one per batch of up to 10."""
+    return max(1, -(-entries // MAX_BATCH))
 
 
 def check_queue_config(visibility_timeout_s: int, max_receive_count: int) -> None:
@@ -226,7 +144,21 @@ class Queue(abc.ABC):
     #: Visibility timeout given by a receive that names none.
     visibility_timeout_s: int
 
-    @abc.abstractmethod
+    @property
+    def fifo(self) -> bool:
+        """True for a FIFO queue: messages of one group arrive in order, and a message sent
+        again with the same ``dedup_id`` within 5 minutes is sent once (SQS FIFO)."""
+        return False
+
+    @property
+    def remote(self) -> bool:
+        """True where every call is a billed network request (SQS), so callers poll it
+        sparingly; False for a local queue (SQLite, memory), where a call costs nothing."""
+        return False
+
+    # The contract's calls: each checks its arguments as SQS would, then calls the
+    # backend's ``_`` twin (a template method), so every backend refuses the same calls.
+
     def send_batch(self, messages: Sequence[Outgoing]) -> list[str]:
         """Send messages, in batches of up to 10 where the backend batches.
 
@@ -237,38 +169,88 @@ class Queue(abc.ABC):
 
         Raises:
             MessageTooLarge: a body exceeds ``max_message_bytes``.
+            ValueError: a delay is outside 0..900 s.
             QueueError: an entry failed after retries; entries before it may have been sent.
         """
+        check_outgoing(messages, self.max_message_bytes)
+        if not messages:
+            return []
+        return self._send_batch(messages)
 
-    @abc.abstractmethod
     def receive(
         self, max_messages: int, wait_s: float, visibility_timeout_s: int | None = None
     ) -> list[Received]:
         """Receive up to ``max_messages`` (at most 10), long-polling up to ``wait_s`` seconds.
 
         Returns as soon as at least one message is available, or with an empty list when the
-        wait ends. Each returned message is invisible to others for the visibility timeout.
-        Messages past ``max_receive_count`` are moved to the dead-letter queue, not returned.
-        """
+        wait ends. Each returned message is invisible to others for the visibility timeout
+        (default: the queue's). Messages past ``max_receive_count`` are moved to the
+        dead-letter queue, not returned.
 
-    @abc.abstractmethod
+        Raises:
+            ValueError: 1..10 messages, a wait of 0..20 s, a timeout of 0..43,200 s.
+        """
+        check_receive(max_messages, wait_s)
+        timeout_s = check_visibility_timeout_s(
+            self.visibility_timeout_s if visibility_timeout_s is None else visibility_timeout_s
+        )
+        return self._receive(max_messages, wait_s, timeout_s)
+
     def ack_batch(self, leases: Sequence[str]) -> BatchResult:
         """Delete the messages held by these leases. Idempotent for a lease still current.
 
         A stale lease (message received again since, or already deleted) is reported in
         ``failed``; it never deletes a message someone else now holds.
         """
+        if not leases:
+            return BatchResult()
+        return self._ack_batch(leases)
 
-    @abc.abstractmethod
     def extend_batch(self, leases: Sequence[str], visibility_timeout_s: int) -> BatchResult:
         """Make these messages invisible for ``visibility_timeout_s`` more seconds from now.
 
         Stale or expired-and-redelivered leases are reported in ``failed``.
+
+        Raises:
+            ValueError: the timeout is outside 0..43,200 s.
         """
+        check_visibility_timeout_s(visibility_timeout_s)
+        if not leases:
+            return BatchResult()
+        return self._extend_batch(leases, visibility_timeout_s)
+
+    def release_batch(self, leases: Sequence[str], delay_s: int = 0) -> BatchResult:
+        """Give messages back: visible again after ``delay_s`` seconds (0: at once).
+
+        Raises:
+            ValueError: the delay is outside 0..43,200 s.
+        """
+        check_visibility_timeout_s(delay_s)
+        if not leases:
+            return BatchResult()
+        return self._release_batch(leases, delay_s)
+
+    # What each backend implements: called with checked arguments and at least one entry.
 
     @abc.abstractmethod
-    def release_batch(self, leases: Sequence[str], delay_s: int = 0) -> BatchResult:
-        """Give messages back: visible again after ``delay_s`` seconds (0: at once)."""
+    def _send_batch(self, messages: Sequence[Outgoing]) -> list[str]:
+        """:meth:`send_batch` of checked messages, at least one."""
+
+    @abc.abstractmethod
+    def _receive(self, max_messages: int, wait_s: float, timeout_s: int) -> list[Received]:
+        """:meth:`receive` with checked arguments and the visibility timeout decided."""
+
+    @abc.abstractmethod
+    def _ack_batch(self, leases: Sequence[str]) -> BatchResult:
+        """:meth:`ack_batch` of at least one lease."""
+
+    @abc.abstractmethod
+    def _extend_batch(self, leases: Sequence[str], visibility_timeout_s: int) -> BatchResult:
+        """:meth:`extend_batch` of at least one lease, with a checked timeout."""
+
+    @abc.abstractmethod
+    def _release_batch(self, leases: Sequence[str], delay_s: int) -> BatchResult:
+        """:meth:`release_batch` of at least one lease, with a checked delay."""
 
     @abc.abstractmethod
     def dead_letter(self, lease: str, reason: str) -> None:
@@ -348,8 +330,14 @@ class Queue(abc.ABC):
         all); returns how many, or -1 where the backend cannot tell.
 
         Raises:
-            ConfigError: the backend cannot do it (or not by age).
+            ConfigError: a negative age, or the backend cannot do it (or not by age).
         """
+        if older_than_s is not None and not older_than_s >= 0:
+            raise ConfigError(f"bad age {older_than_s!r}: seconds >= 0")
+        return self._purge_dead_letters(older_than_s)
+
+    def _purge_dead_letters(self, older_than_s: float | None) -> int:
+        """:meth:`purge_dead_letters` with a checked age; by default, refused."""
         raise ConfigError(f"the queue {self.url} cannot purge its dead letters")
 
     def request_counts(self) -> dict[str, int]:

@@ -10,9 +10,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from conveyor.errors import BadInput, ConfigError, LeaseLost
+from conveyor.errors import BadInput, LeaseLost
 from conveyor.queues.base import (
-    MAX_BATCH,
     BatchResult,
     DeadLetter,
     Outgoing,
@@ -20,10 +19,8 @@ from conveyor.queues.base import (
     QueueStats,
     Received,
     Removed,
-    check_outgoing,
+    billed_requests,
     check_queue_config,
-    check_receive,
-    check_visibility_timeout_s,
 )
 from conveyor.settings import Settings
 
@@ -113,10 +110,7 @@ class MemoryQueue(Queue):
 
     # Sending and receiving ---------------------------------------------------------------
 
-    def send_batch(self, messages: Sequence[Outgoing]) -> list[str]:
-        check_outgoing(messages, self.max_message_bytes)
-        if not messages:
-            return []
+    def _send_batch(self, messages: Sequence[Outgoing]) -> list[str]:
         with self._changed:
             self._count("send", len(messages))
             now = self._clock()
@@ -131,13 +125,7 @@ class MemoryQueue(Queue):
             self._changed.notify_all()
         return ids
 
-    def receive(
-        self, max_messages: int, wait_s: float, visibility_timeout_s: int | None = None
-    ) -> list[Received]:
-        check_receive(max_messages, wait_s)
-        timeout_s = check_visibility_timeout_s(
-            self.visibility_timeout_s if visibility_timeout_s is None else visibility_timeout_s
-        )
+    def _receive(self, max_messages: int, wait_s: float, timeout_s: int) -> list[Received]:
         deadline = time.monotonic() + wait_s
         with self._changed:
             self._count("receive", 1)
@@ -189,8 +177,6 @@ class MemoryQueue(Queue):
         self, kind: str, leases: Sequence[str], action: Callable[[_Message], None]
     ) -> BatchResult:
         result = BatchResult()
-        if not leases:
-            return result
         with self._changed:
             self._count(kind, len(leases))
             for lease in leases:
@@ -203,23 +189,19 @@ class MemoryQueue(Queue):
             self._changed.notify_all()
         return result
 
-    def ack_batch(self, leases: Sequence[str]) -> BatchResult:
+    def _ack_batch(self, leases: Sequence[str]) -> BatchResult:
         def ack(message: _Message) -> None:
             del self._messages[message.message_id]
 
         return self._for_each_lease("ack", leases, ack)
 
-    def extend_batch(self, leases: Sequence[str], visibility_timeout_s: int) -> BatchResult:
-        check_visibility_timeout_s(visibility_timeout_s)
-
+    def _extend_batch(self, leases: Sequence[str], visibility_timeout_s: int) -> BatchResult:
         def extend(message: _Message) -> None:
             message.visible_at = self._clock() + visibility_timeout_s
 
         return self._for_each_lease("extend", leases, extend)
 
-    def release_batch(self, leases: Sequence[str], delay_s: int = 0) -> BatchResult:
-        check_visibility_timeout_s(delay_s)
-
+    def _release_batch(self, leases: Sequence[str], delay_s: int) -> BatchResult:
         def release(message: _Message) -> None:
             message.visible_at = self._clock() + delay_s
             message.lease = None
@@ -310,9 +292,7 @@ class MemoryQueue(Queue):
         job_ids = [i for dead in moving if (i := job_id_of(dead.body)) is not None]
         return Removed(len(moving), job_ids)
 
-    def purge_dead_letters(self, older_than_s: float | None = None) -> int:
-        if older_than_s is not None and not older_than_s >= 0:
-            raise ConfigError(f"bad age {older_than_s!r}: seconds >= 0")
+    def _purge_dead_letters(self, older_than_s: float | None) -> int:
         cutoff = None if older_than_s is None else time.time() - older_than_s
         with self._changed:
             kept = [
@@ -330,7 +310,7 @@ class MemoryQueue(Queue):
 
     def _count(self, kind: str, entries: int) -> None:
         """Count requests as SQS would bill them: one per batch of up to 10 entries."""
-        self._counts[kind] += max(1, -(-entries // MAX_BATCH))
+        self._counts[kind] += billed_requests(entries)
 
 
 def _seq(cursor: str | None) -> int:

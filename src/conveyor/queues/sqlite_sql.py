@@ -69,6 +69,22 @@ BURY = """
 """
 DELETE = "DELETE FROM messages WHERE id IN ({ids})"
 
+#: The statements of the batch calls: each yields the ``(id, lease)`` rows it acted on.
+ACK = "DELETE FROM messages WHERE id IN ({ids}) AND lease IN ({tokens}) RETURNING id, lease"
+EXTEND = (
+    "UPDATE messages SET visible_at = ? WHERE id IN ({ids}) AND lease IN ({tokens})"
+    " RETURNING id, lease"
+)
+HELD = "SELECT id, lease FROM messages WHERE id IN ({ids}) AND lease IN ({tokens})"
+RELEASE = "UPDATE messages SET visible_at = ?, lease = NULL WHERE id IN ({ids})"
+#: Dead-lettering one held message: copy it to the dead letters, then delete it.
+BURY_HELD = (
+    "INSERT INTO dead_letters (message_id, body, sent_at, receive_count, reason,"
+    " dead_at) SELECT message_id, body, sent_at, receive_count, ?, ?"
+    " FROM messages WHERE id = ? AND lease = ?"
+)
+DELETE_HELD = "DELETE FROM messages WHERE id = ? AND lease = ?"
+
 # Dead letters as listed: bodies cut at MAX_LISTED_BODY_BYTES, every column convertible.
 LETTERS = """
     SELECT id, CAST(message_id AS BLOB), substr(CAST(body AS BLOB), 1, ?), receive_count,

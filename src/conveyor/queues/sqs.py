@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from conveyor.errors import ConfigError, LeaseCapReached, LeaseLost, QueueError
@@ -19,14 +18,18 @@ from conveyor.queues.base import (
     Queue,
     QueueStats,
     Received,
-    check_outgoing,
-    check_receive,
-    check_visibility_timeout_s,
 )
 from conveyor.queues.sqs_admin import create_queue, delete_queue
-from conveyor.queues.sqs_batch import chunks, fifo_id, run_batch, size_chunks
+from conveyor.queues.sqs_batch import (
+    change_visibility,
+    delete_messages,
+    send_entry,
+    send_messages,
+    settle,
+)
 from conveyor.queues.sqs_client import (
     Endpoint,
+    RegionalClients,
     RequestCounter,
     call,
     get_attributes,
@@ -34,38 +37,28 @@ from conveyor.queues.sqs_client import (
     message_counts,
 )
 from conveyor.queues.sqs_dlq import (
-    ATTRIBUTE_BUDGET_BYTES,
     LEGACY_MAX_MESSAGE_BYTES,
     SYSTEM_ATTRIBUTES,
     DeadLetterQueue,
+    body_limit_bytes,
 )
-from conveyor.queues.sqs_leases import CAP_REASON, Lease, LeaseBook, cap_left_s
+from conveyor.queues.sqs_leases import CAP_REASON, HeldMessage, LeaseBook, cap_left_s
 from conveyor.queues.sqs_url import parse_queue_url
 from conveyor.settings import Settings
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.client import SQSClient
     from mypy_boto3_sqs.type_defs import (
-        ChangeMessageVisibilityBatchRequestEntryTypeDef,
-        DeleteMessageBatchRequestEntryTypeDef,
         MessageTypeDef,
-        SendMessageBatchRequestEntryTypeDef,
     )
 
-__all__ = ["SQSQueue", "create_queue", "delete_queue"]
+# body_limit_bytes and the admin calls live beside; they stay importable from here.
+__all__ = ["SQSQueue", "body_limit_bytes", "create_queue", "delete_queue"]
 
 log = logging.getLogger(__name__)
 
 #: Visibility that holds a message while it is copied to the dead-letter queue.
 DEAD_LETTER_HOLD_S = 60
-
-
-def body_limit_bytes(size_limit_bytes: int) -> int:
-    """The largest body conveyor sends to a queue of this MaximumMessageSize: the limit
-    less room for the attributes a dead letter carries (SQS counts them in the size), so
-    every message sent can later be dead-lettered with its reason. Submitters claim-check
-    above it."""
-    return size_limit_bytes - min(ATTRIBUTE_BUDGET_BYTES, size_limit_bytes // 8)
 
 
 class SQSQueue(Queue):
@@ -118,8 +111,7 @@ class SQSQueue(Queue):
         else:
             self._counter.attach(client)
         self._client = client
-        self._regional: dict[str, SQSClient] = {}
-        self._regional_lock = threading.Lock()
+        self._clients = RegionalClients(client, self._endpoint, self._counter)
         self._book = LeaseBook(clock)
 
         attributes = get_attributes(
@@ -127,7 +119,7 @@ class SQSQueue(Queue):
         )
         self.size_limit_bytes = int(attributes.get("MaximumMessageSize", LEGACY_MAX_MESSAGE_BYTES))
         self.max_message_bytes = body_limit_bytes(self.size_limit_bytes)
-        self.fifo = attributes.get("FifoQueue") == "true" or parsed.fifo
+        self._fifo = attributes.get("FifoQueue") == "true" or parsed.fifo
         self.max_receive_count = settings.max_receive_count
         self.dead_letter_queue: DeadLetterQueue | None = None
         if "RedrivePolicy" in attributes:
@@ -137,7 +129,9 @@ class SQSQueue(Queue):
                 self.max_receive_count = int(policy["maxReceiveCount"])
             except (ValueError, KeyError, TypeError) as exc:
                 raise QueueError(f"unreadable RedrivePolicy on {url}: {exc!r}") from exc
-            self.dead_letter_queue = DeadLetterQueue(client, arn, url, self.fifo, self._client_for)
+            self.dead_letter_queue = DeadLetterQueue(
+                client, arn, url, self.fifo, self._clients.for_region
+            )
         else:
             log.warning(
                 "SQS queue %s has no dead-letter queue: failed jobs cannot be dead-lettered "
@@ -150,37 +144,31 @@ class SQSQueue(Queue):
         """Open the SQS queue at ``url`` (see :func:`conveyor.queues.open_queue`)."""
         return cls(url, settings)
 
-    def _client_for(self, region: str) -> SQSClient:
-        """A client signing for ``region``: this queue's own when it is that region's, else
-        one made once (same endpoint and request counter) for another region's queue."""
-        if region == self._client.meta.region_name:
-            return self._client
-        with self._regional_lock:
-            client = self._regional.get(region)
-            if client is None:
-                client = make_client(self._endpoint.in_region(region), self._counter)
-                self._regional[region] = client
-            return client
+    @property
+    def fifo(self) -> bool:
+        """True for a FIFO queue (its FifoQueue attribute, or a name ending in .fifo)."""
+        return self._fifo
+
+    @property
+    def remote(self) -> bool:
+        """True: every call is a billed request to SQS."""
+        return True
 
     # Sending and receiving ---------------------------------------------------------------
 
-    def send_batch(self, messages: Sequence[Outgoing]) -> list[str]:
+    def _send_batch(self, messages: Sequence[Outgoing]) -> list[str]:
         """See :meth:`Queue.send_batch`: SendMessageBatch, in batches of up to 10 whose
         bodies fit the size limit together.
 
         Raises:
             ConfigError: a delay on a FIFO queue (SQS has no per-message delay there).
         """
-        check_outgoing(messages, self.max_message_bytes)
-        entries = [self._send_entry(index, message) for index, message in enumerate(messages)]
+        entries = [
+            send_entry(index, message, fifo=self.fifo, url=self.url)
+            for index, message in enumerate(messages)
+        ]
         ids = [""] * len(entries)
-        for part in size_chunks(entries, self.size_limit_bytes):
-            ok, failed = run_batch(
-                "SendMessageBatch",
-                self.url,
-                part,
-                lambda e: self._client.send_message_batch(QueueUrl=self.url, Entries=e),
-            )
+        for ok, failed in send_messages(self._client, self.url, entries, self.size_limit_bytes):
             if failed:
                 first = min(failed, key=int)
                 raise QueueError(f"sending message {first} to {self.url} failed: {failed[first]}")
@@ -188,35 +176,10 @@ class SQSQueue(Queue):
                 ids[int(entry_id)] = str(success["MessageId"])
         return ids
 
-    def _send_entry(self, index: int, message: Outgoing) -> SendMessageBatchRequestEntryTypeDef:
-        entry: SendMessageBatchRequestEntryTypeDef = {"Id": str(index), "MessageBody": message.body}
-        if not self.fifo:
-            if message.delay_s:
-                entry["DelaySeconds"] = message.delay_s
-            return entry
-        if message.delay_s:
-            raise ConfigError(
-                f"FIFO queue {self.url} has no per-message delay "
-                f"(message {index}: {message.delay_s} s)"
-            )
-        # An identical job sent again within 5 minutes is dropped by SQS. One group per
-        # job unless told otherwise: FIFO orders within a group, so separate groups let
-        # many workers run jobs in parallel.
-        dedup_id = message.dedup_id or fifo_id(message.body)
-        entry["MessageDeduplicationId"] = dedup_id
-        entry["MessageGroupId"] = message.group_id or dedup_id
-        return entry
-
-    def receive(
-        self, max_messages: int, wait_s: float, visibility_timeout_s: int | None = None
-    ) -> list[Received]:
+    def _receive(self, max_messages: int, wait_s: float, timeout_s: int) -> list[Received]:
         """See :meth:`Queue.receive`: one ReceiveMessage, long-polling ``wait_s`` rounded
         up to whole seconds. SQS itself moves messages past ``max_receive_count`` to the
         dead-letter queue."""
-        check_receive(max_messages, wait_s)
-        timeout_s = check_visibility_timeout_s(
-            self.visibility_timeout_s if visibility_timeout_s is None else visibility_timeout_s
-        )
         started = self._book.clock()
         response = call(
             "ReceiveMessage",
@@ -239,7 +202,7 @@ class SQSQueue(Queue):
         attributes = message.get("Attributes", {})
         body = message.get("Body", "")
         count = int(attributes.get("ApproximateReceiveCount", "1"))
-        lease = Lease(
+        held = HeldMessage(
             message["MessageId"],
             body,
             count,
@@ -247,36 +210,26 @@ class SQSQueue(Queue):
             received_at,
             expires_at,
         )
-        self._book.add(message["ReceiptHandle"], lease)
+        self._book.add(message["ReceiptHandle"], held)
         sent_at = int(attributes.get("SentTimestamp", "0")) / 1000
         return Received(message["MessageId"], body, message["ReceiptHandle"], count, sent_at)
 
     # Leases --------------------------------------------------------------------------------
 
-    def ack_batch(self, leases: Sequence[str]) -> BatchResult:
+    def _ack_batch(self, leases: Sequence[str]) -> BatchResult:
         """See :meth:`Queue.ack_batch`: DeleteMessageBatch, 10 at a time."""
         result = BatchResult()
         live = self._book.screen(leases, result)
-        entries: list[DeleteMessageBatchRequestEntryTypeDef] = [
-            {"Id": str(i), "ReceiptHandle": lease} for i, lease in enumerate(live)
-        ]
-        for part in chunks(entries):
-            ok, failed = run_batch(
-                "DeleteMessageBatch",
-                self.url,
-                part,
-                lambda e: self._client.delete_message_batch(QueueUrl=self.url, Entries=e),
-            )
-            for lease in self._settle(live, ok, failed, result):
+        for ok, failed in delete_messages(self._client, self.url, live):
+            for lease in settle(live, ok, failed, result):
                 self._book.retire(lease, "stale lease: the message was already deleted")
         return result
 
-    def extend_batch(self, leases: Sequence[str], visibility_timeout_s: int) -> BatchResult:
+    def _extend_batch(self, leases: Sequence[str], visibility_timeout_s: int) -> BatchResult:
         """See :meth:`Queue.extend_batch`: ChangeMessageVisibilityBatch. Fails, without a
         request, a lease this instance knows has expired, or whose extension would keep
         the message invisible past SQS's 12-hour cap since it was received (AWS rejects
         both; moto accepts them)."""
-        check_visibility_timeout_s(visibility_timeout_s)
         result = BatchResult()
         live = self._book.extendable(leases, visibility_timeout_s, result)
         timeouts_s = [visibility_timeout_s] * len(live)
@@ -298,10 +251,9 @@ class SQSQueue(Queue):
                 raise LeaseCapReached(f"lease lost: {reason}")
             raise LeaseLost(f"lease lost: {reason}")
 
-    def release_batch(self, leases: Sequence[str], delay_s: int = 0) -> BatchResult:
+    def _release_batch(self, leases: Sequence[str], delay_s: int) -> BatchResult:
         """See :meth:`Queue.release_batch`: a visibility change, so a delay works on FIFO
         queues too; one that would pass the 12-hour cap is shortened to end there."""
-        check_visibility_timeout_s(delay_s)
         result = BatchResult()
         live = self._book.screen(leases, result)
         for lease in self._change_visibility(
@@ -314,33 +266,10 @@ class SQSQueue(Queue):
         self, leases: list[str], timeouts_s: list[int], result: BatchResult
     ) -> list[str]:
         """ChangeMessageVisibilityBatch, 10 at a time; returns the leases changed."""
-        entries: list[ChangeMessageVisibilityBatchRequestEntryTypeDef] = [
-            {"Id": str(i), "ReceiptHandle": lease, "VisibilityTimeout": timeout_s}
-            for i, (lease, timeout_s) in enumerate(zip(leases, timeouts_s, strict=True))
-        ]
         changed = []
-        for part in chunks(entries):
-            ok, failed = run_batch(
-                "ChangeMessageVisibilityBatch",
-                self.url,
-                part,
-                lambda e: self._client.change_message_visibility_batch(
-                    QueueUrl=self.url, Entries=e
-                ),
-            )
-            changed += self._settle(leases, ok, failed, result)
+        for ok, failed in change_visibility(self._client, self.url, leases, timeouts_s):
+            changed += settle(leases, ok, failed, result)
         return changed
-
-    @staticmethod
-    def _settle(
-        leases: list[str], ok: Mapping[str, object], failed: Mapping[str, str], result: BatchResult
-    ) -> list[str]:
-        """Copy a batch's outcome, keyed by index into ``leases``, into ``result``."""
-        done = [leases[int(entry_id)] for entry_id in ok]
-        result.ok.extend(done)
-        for entry_id, why in failed.items():
-            result.failed[leases[int(entry_id)]] = why
-        return done
 
     def dead_letter(self, lease: str, reason: str) -> None:
         """Hold the message, copy it to the dead-letter queue with ``reason`` as a message
@@ -403,7 +332,7 @@ class SQSQueue(Queue):
             return 0
         return self.dead_letter_queue.move_back(limit, self.size_limit_bytes)
 
-    def purge_dead_letters(self, older_than_s: float | None = None) -> int:
+    def _purge_dead_letters(self, older_than_s: float | None) -> int:
         """PurgeQueue on the dead-letter queue, all of it (SQS deletes dead letters by
         age itself: the dead-letter queue's MessageRetentionPeriod, 14 days as
         ``conveyor queue create`` makes it); -1, as SQS does not say how many; 0 when
@@ -428,8 +357,4 @@ class SQSQueue(Queue):
         return self._counter.counts()
 
     def close(self) -> None:
-        self._client.close()
-        with self._regional_lock:
-            for client in self._regional.values():
-                client.close()
-            self._regional.clear()
+        self._clients.close()

@@ -6,12 +6,23 @@ import functools
 import hashlib
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from conveyor.queues.base import MAX_BATCH
+from conveyor.errors import ConfigError
+from conveyor.queues.base import MAX_BATCH, BatchResult, Outgoing
 from conveyor.queues.sqs_client import call
 
+if TYPE_CHECKING:
+    from mypy_boto3_sqs.client import SQSClient
+    from mypy_boto3_sqs.type_defs import (
+        ChangeMessageVisibilityBatchRequestEntryTypeDef,
+        DeleteMessageBatchRequestEntryTypeDef,
+        SendMessageBatchRequestEntryTypeDef,
+    )
+
 E = TypeVar("E", bound=Mapping[str, Any])
+#: One batch call's outcome: successful result entries by ``Id``, failed ids with why.
+Outcome = tuple[dict[str, Mapping[str, Any]], dict[str, str]]
 
 #: Tries for batch entries that failed through no fault of ours (SenderFault false).
 BATCH_ATTEMPTS = 3
@@ -50,7 +61,7 @@ def run_batch(
     url: str,
     entries: list[E],
     send: Callable[[list[E]], Mapping[str, Any]],
-) -> tuple[dict[str, Mapping[str, Any]], dict[str, str]]:
+) -> Outcome:
     """Run one batch call of at most 10 entries, keyed by their ``Id``.
 
     Entries that failed through no fault of ours (``SenderFault`` false: throttling or an
@@ -87,3 +98,91 @@ def run_batch(
             failed[entry_id] = f"{action} returned no result for this entry"
         pending = retry
     return ok, failed
+
+
+def change_visibility(
+    client: SQSClient, url: str, handles: Sequence[str], timeouts_s: Sequence[int]
+) -> Iterator[Outcome]:
+    """ChangeMessageVisibilityBatch, 10 at a time: each receipt handle's message becomes
+    visible after its timeout. Yields each batch's outcome, keyed by index into ``handles``."""
+    entries: list[ChangeMessageVisibilityBatchRequestEntryTypeDef] = [
+        {"Id": str(i), "ReceiptHandle": handle, "VisibilityTimeout": timeout_s}
+        for i, (handle, timeout_s) in enumerate(zip(handles, timeouts_s, strict=True))
+    ]
+    for part in chunks(entries):
+        yield run_batch(
+            "ChangeMessageVisibilityBatch",
+            url,
+            part,
+            lambda e: client.change_message_visibility_batch(QueueUrl=url, Entries=e),
+        )
+
+
+def delete_messages(client: SQSClient, url: str, handles: Sequence[str]) -> Iterator[Outcome]:
+    """DeleteMessageBatch, 10 at a time. Yields each batch's outcome, keyed by index into
+    ``handles``."""
+    entries: list[DeleteMessageBatchRequestEntryTypeDef] = [
+        {"Id": str(i), "ReceiptHandle": handle} for i, handle in enumerate(handles)
+    ]
+    for part in chunks(entries):
+        yield run_batch(
+            "DeleteMessageBatch",
+            url,
+            part,
+            lambda e: client.delete_message_batch(QueueUrl=url, Entries=e),
+        )
+
+
+def send_entry(
+    index: int, message: Outgoing, *, fifo: bool, url: str
+) -> SendMessageBatchRequestEntryTypeDef:
+    """The SendMessageBatch entry of ``message``, ``index`` its Id.
+
+    Raises:
+        ConfigError: a delay on a FIFO queue (SQS has no per-message delay there).
+    """
+    entry: SendMessageBatchRequestEntryTypeDef = {"Id": str(index), "MessageBody": message.body}
+    if not fifo:
+        if message.delay_s:
+            entry["DelaySeconds"] = message.delay_s
+        return entry
+    if message.delay_s:
+        raise ConfigError(
+            f"FIFO queue {url} has no per-message delay (message {index}: {message.delay_s} s)"
+        )
+    # An identical job sent again within 5 minutes is dropped by SQS. One group per job
+    # unless told otherwise: FIFO orders within a group, so separate groups let many
+    # workers run jobs in parallel.
+    dedup_id = message.dedup_id or fifo_id(message.body)
+    entry["MessageDeduplicationId"] = dedup_id
+    entry["MessageGroupId"] = message.group_id or dedup_id
+    return entry
+
+
+def send_messages(
+    client: SQSClient,
+    url: str,
+    entries: Sequence[SendMessageBatchRequestEntryTypeDef],
+    max_bytes: int,
+) -> Iterator[Outcome]:
+    """SendMessageBatch, in batches of up to 10 whose bodies add up to at most
+    ``max_bytes``. Yields each batch's outcome, keyed by the entries' Ids."""
+    for part in size_chunks(entries, max_bytes):
+        yield run_batch(
+            "SendMessageBatch",
+            url,
+            part,
+            lambda e: client.send_message_batch(QueueUrl=url, Entries=e),
+        )
+
+
+def settle(
+    leases: Sequence[str], ok: Mapping[str, object], failed: Mapping[str, str], result: BatchResult
+) -> list[str]:
+    """Copy a batch's outcome, keyed by index into ``leases``, into ``result``; returns
+    the leases that succeeded."""
+    done = [leases[int(entry_id)] for entry_id in ok]
+    result.ok.extend(done)
+    for entry_id, why in failed.items():
+        result.failed[leases[int(entry_id)]] = why
+    return done

@@ -134,6 +134,37 @@ class RequestCounter:
             return dict(self._counts)
 
 
+class RegionalClients:
+    """A queue's client, and one more per other region it reaches (a dead-letter queue may
+    live in another region), made once with the same endpoint and request counter."""
+
+    def __init__(self, home: SQSClient, endpoint: Endpoint, counter: RequestCounter) -> None:
+        self._home = home
+        self._endpoint = endpoint
+        self._counter = counter
+        self._others: dict[str, SQSClient] = {}
+        self._lock = threading.Lock()
+
+    def for_region(self, region: str) -> SQSClient:
+        """A client signing for ``region``: the home client when it is that region's."""
+        if region == self._home.meta.region_name:
+            return self._home
+        with self._lock:
+            client = self._others.get(region)
+            if client is None:
+                client = make_client(self._endpoint.in_region(region), self._counter)
+                self._others[region] = client
+            return client
+
+    def close(self) -> None:
+        """Close every client, the home one included."""
+        self._home.close()
+        with self._lock:
+            for client in self._others.values():
+                client.close()
+            self._others.clear()
+
+
 def make_client(endpoint: Endpoint, counter: RequestCounter | None = None) -> SQSClient:
     """A boto3 SQS client with standard retries and a read timeout above the longest poll.
 

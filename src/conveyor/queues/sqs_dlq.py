@@ -11,7 +11,12 @@ import botocore.exceptions
 
 from conveyor.errors import QueueError
 from conveyor.queues.base import MAX_BATCH, DeadLetter
-from conveyor.queues.sqs_batch import chunks, fifo_id, run_batch, size_chunks
+from conveyor.queues.sqs_batch import (
+    change_visibility,
+    delete_messages,
+    fifo_id,
+    send_messages,
+)
 from conveyor.queues.sqs_client import call, get_attributes, message_counts
 from conveyor.queues.sqs_url import parse_queue_arn
 
@@ -19,8 +24,6 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs.client import SQSClient
     from mypy_boto3_sqs.literals import MessageSystemAttributeNameType
     from mypy_boto3_sqs.type_defs import (
-        ChangeMessageVisibilityBatchRequestEntryTypeDef,
-        DeleteMessageBatchRequestEntryTypeDef,
         MessageAttributeValueTypeDef,
         MessageTypeDef,
         SendMessageBatchRequestEntryTypeDef,
@@ -63,6 +66,14 @@ SYSTEM_ATTRIBUTES: list[MessageSystemAttributeNameType] = [
     "SentTimestamp",
     "MessageGroupId",
 ]
+
+
+def body_limit_bytes(size_limit_bytes: int) -> int:
+    """The largest body conveyor sends to a queue of this MaximumMessageSize: the limit
+    less room for the attributes a dead letter carries (SQS counts them in the size), so
+    every message sent can later be dead-lettered with its reason. Submitters claim-check
+    above it."""
+    return size_limit_bytes - min(ATTRIBUTE_BUDGET_BYTES, size_limit_bytes // 8)
 
 
 def sqs_text(text: str) -> str:
@@ -272,28 +283,15 @@ class DeadLetterQueue:
             entries.append(entry)
         sent: list[str] = []
         problems: dict[str, str] = {}
-        for part in size_chunks(entries, max_message_bytes):
-            ok, failed = run_batch(
-                "SendMessageBatch",
-                self._source_url,
-                part,
-                lambda e: self._source_client.send_message_batch(
-                    QueueUrl=self._source_url, Entries=e
-                ),
-            )
+        for ok, failed in send_messages(
+            self._source_client, self._source_url, entries, max_message_bytes
+        ):
             sent.extend(ok)
             problems.update(failed)
         handles = [message["ReceiptHandle"] for message in batch]
-        deletes: list[DeleteMessageBatchRequestEntryTypeDef] = [
-            {"Id": i, "ReceiptHandle": handles[int(i)]} for i in sent
-        ]
-        for delete in chunks(deletes):
-            _, undeleted = run_batch(
-                "DeleteMessageBatch",
-                self.url,
-                delete,
-                lambda e: self._client.delete_message_batch(QueueUrl=self.url, Entries=e),
-            )
+        for _, undeleted in delete_messages(
+            self._client, self.url, [handles[int(i)] for i in sent]
+        ):
             for why in undeleted.values():
                 log.warning("a redriven message is still in %s too: %s", self.url, why)
         if problems:
@@ -320,19 +318,7 @@ class DeadLetterQueue:
 
     def _release(self, handles: list[str]) -> None:
         """Make peeked messages visible again at once."""
-        entries: list[ChangeMessageVisibilityBatchRequestEntryTypeDef] = [
-            {"Id": str(i), "ReceiptHandle": handle, "VisibilityTimeout": 0}
-            for i, handle in enumerate(handles)
-        ]
-        for part in chunks(entries):
-            _, failed = run_batch(
-                "ChangeMessageVisibilityBatch",
-                self.url,
-                part,
-                lambda e: self._client.change_message_visibility_batch(
-                    QueueUrl=self.url, Entries=e
-                ),
-            )
+        for _, failed in change_visibility(self._client, self.url, handles, [0] * len(handles)):
             for why in failed.values():
                 log.warning(
                     "a listed dead letter stays hidden for %d s: %s", PEEK_VISIBILITY_S, why

@@ -18,8 +18,9 @@ CAP_REASON = "SQS's 12-hour visibility cap"
 
 
 @dataclass
-class Lease:
-    """What this instance knows of a lease it received.
+class HeldMessage:
+    """A message this instance holds through a lease (receipt handle): what dead-lettering
+    it needs, and when the lease was received and expires.
 
     ``received_at`` is read before the receive call and ``expires_at`` after the latest
     visibility change, both on the book's clock: the 12-hour cap is never overrun, and a
@@ -44,11 +45,11 @@ class LeaseBook:
     def __init__(self, clock: Callable[[], float]) -> None:
         self.clock = clock
         self._lock = threading.Lock()
-        self._leases: dict[str, Lease] = {}
+        self._leases: dict[str, HeldMessage] = {}
         self._newest: dict[str, str] = {}  # message id -> its newest lease
         self._stale: OrderedDict[str, str] = OrderedDict()  # lease -> why it is stale
 
-    def add(self, lease: str, booked: Lease) -> None:
+    def add(self, lease: str, booked: HeldMessage) -> None:
         """Record a fresh lease; this book's older lease on the same message goes stale."""
         with self._lock:
             older = self._newest.get(booked.message_id)
@@ -64,7 +65,7 @@ class LeaseBook:
             for old in [old for old, b in self._leases.items() if b.received_at < horizon]:
                 self._mark_stale(old, "stale lease: received more than 12 hours ago")
 
-    def get(self, lease: str) -> Lease | None:
+    def get(self, lease: str) -> HeldMessage | None:
         """The lease's record; None if unknown here or stale."""
         with self._lock:
             return self._leases.get(lease)
@@ -148,6 +149,6 @@ class LeaseBook:
             self._stale.popitem(last=False)
 
 
-def cap_left_s(booked: Lease, now: float) -> int:
+def cap_left_s(booked: HeldMessage, now: float) -> int:
     """Seconds of invisibility still allowed under the 12-hour cap since receive."""
     return math.floor(MAX_VISIBILITY_TIMEOUT_S - (now - booked.received_at))
