@@ -22,12 +22,6 @@ BUILTIN = frozenset({"help", "version"})
 #: Gaps in commands this change does not touch (cli/queue.py, cli/run.py): the test fails
 #: (strict) once they are closed, so the mark goes with them.
 KNOWN_GAPS = {
-    "dlq list": "--limit has no env var nor help, --before no env var",
-    "dlq purge": "--older-than and --yes have no env var; reST in the command help",
-    "dlq redrive": "--limit has no env var",
-    "queue create": "--fifo has no env var",
-    "queue delete": "--yes has no env var",
-    "queue purge": "--yes has no env var; reST in the command help",
     "run": "--sample has no env var",
 }
 

@@ -16,7 +16,13 @@ from conveyor.cli.existing import (
     existing_queue_or_say,
     nothing_yet,
 )
-from conveyor.cli.shared_options import base_settings, json_option, queue_options, storage_option
+from conveyor.cli.shared_options import (
+    base_settings,
+    command_option,
+    json_option,
+    queue_options,
+    storage_option,
+)
 from conveyor.errors import BadInput, ConveyorError
 from conveyor.jobs import job_id_of
 from conveyor.queues.base import DeadLetter, Queue
@@ -65,11 +71,19 @@ def dlq() -> None:
 @dlq.command("list")
 @storage_option
 @queue_options
-@click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True)
-@click.option(
+@command_option(
+    "--limit",
+    type=click.IntRange(1, 10_000),
+    default=100,
+    show_default=True,
+    envvar="CONVEYOR_DLQ_LIMIT",
+    help="List at most this many letters, newest first.",
+)
+@command_option(
     "--before",
     metavar="CURSOR",
     default=None,
+    envvar="CONVEYOR_DLQ_BEFORE",
     help="List the letters older than this one (the cursor a previous page printed).",
 )
 @json_option
@@ -137,7 +151,13 @@ def _reconcile(opened: Queue, letters: list[DeadLetter], settings: Settings) -> 
 @dlq.command("redrive")
 @storage_option
 @queue_options
-@click.option("--limit", type=click.IntRange(1), default=None, help="Move at most this many.")
+@command_option(
+    "--limit",
+    type=click.IntRange(1),
+    default=None,
+    envvar="CONVEYOR_DLQ_REDRIVE_LIMIT",
+    help="Move at most this many.",
+)
 def dlq_redrive(
     storage: Path, queue_url: str | None, endpoint_url: str | None, limit: int | None
 ) -> None:
@@ -165,15 +185,21 @@ def dlq_redrive(
 @dlq.command("purge")
 @storage_option
 @queue_options
-@click.option(
+@command_option(
     "--older-than",
     "older_than_s",
+    envvar="CONVEYOR_DLQ_OLDER_THAN",
     callback=_duration_s,
     metavar="DURATION",
     default=None,
     help="Delete only letters dead-lettered longer ago than this (e.g. 14d) [default: all].",
 )
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@command_option(
+    "--yes",
+    is_flag=True,
+    envvar="CONVEYOR_DLQ_PURGE_YES",
+    help="Do not ask for confirmation.",
+)
 def dlq_purge(
     storage: Path,
     queue_url: str | None,
@@ -185,7 +211,7 @@ def dlq_purge(
 
     The SQLite queue also deletes them by itself 14 days after they were dead-lettered
     (SQS: the dead-letter queue's retention period). Jobs the queue dead-lettered by itself
-    are first recorded as failed in the ledger, as ``dlq list`` does.
+    are first recorded as failed in the ledger, as `dlq list` does.
     """
     settings = base_settings(storage, queue_url, endpoint_url)
     opened = existing_queue_or_say(settings)

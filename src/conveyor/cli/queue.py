@@ -21,7 +21,13 @@ from conveyor.cli.existing import (
     existing_queue_or_say,
     nothing_yet,
 )
-from conveyor.cli.shared_options import base_settings, json_option, queue_options, storage_option
+from conveyor.cli.shared_options import (
+    base_settings,
+    command_option,
+    json_option,
+    queue_options,
+    storage_option,
+)
 from conveyor.jobs import TERMINAL, JobState, release_claims_of
 from conveyor.ledger import Ledger, LedgerEvent
 from conveyor.queues import create_queue, delete_queue
@@ -78,12 +84,17 @@ def queue_stats(
 @queue.command("purge")
 @storage_option
 @queue_options
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@command_option(
+    "--yes",
+    is_flag=True,
+    envvar="CONVEYOR_QUEUE_PURGE_YES",
+    help="Do not ask for confirmation.",
+)
 def queue_purge(storage: Path, queue_url: str | None, endpoint_url: str | None, yes: bool) -> None:
     """Delete every message in the queue (not the dead-letter queue).
 
     Their jobs are recorded as cancelled in the ledger ("purged from the queue"), so
-    ``status`` stops counting them as waiting; SQS does not say which messages it deleted,
+    `status` stops counting them as waiting; SQS does not say which messages it deleted,
     so there their jobs are left as they were.
     """
     settings = base_settings(storage, queue_url, endpoint_url)
@@ -142,7 +153,12 @@ def cancel_purged(ledger: Ledger, job_ids: Sequence[str]) -> int:
 @storage_option
 @queue_options
 @click.argument("name")
-@click.option("--fifo", is_flag=True, help="A FIFO queue (SQS; the name gets '.fifo').")
+@command_option(
+    "--fifo",
+    is_flag=True,
+    envvar="CONVEYOR_QUEUE_FIFO",
+    help="A FIFO queue (SQS; the name gets '.fifo').",
+)
 @click.option(
     "--max-receive-count",
     type=click.IntRange(2),  # 1 would dead-letter a job on its first worker crash
@@ -166,7 +182,10 @@ def queue_create(
     queue_url: str | None,
     endpoint_url: str | None,
     name: str,
-    **options: Any,
+    *,
+    fifo: bool,
+    max_receive_count: int,
+    visibility_timeout_s: int,
 ) -> None:
     """Create queue NAME (and its dead-letter queue) and print its URL.
 
@@ -177,9 +196,9 @@ def queue_create(
     try:
         url = create_queue(
             name,
-            fifo=options["fifo"],
-            max_receive_count=options["max_receive_count"],
-            visibility_timeout_s=options["visibility_timeout_s"],
+            fifo=fifo,
+            max_receive_count=max_receive_count,
+            visibility_timeout_s=visibility_timeout_s,
             settings=settings,
         )
     except ValueError as exc:  # --fifo for a SQLite queue
@@ -190,7 +209,12 @@ def queue_create(
 @queue.command("delete")
 @storage_option
 @queue_options
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@command_option(
+    "--yes",
+    is_flag=True,
+    envvar="CONVEYOR_QUEUE_DELETE_YES",
+    help="Do not ask for confirmation.",
+)
 def queue_delete(storage: Path, queue_url: str | None, endpoint_url: str | None, yes: bool) -> None:
     """Delete the queue (--queue) and its dead-letter queue, messages and all."""
     settings = base_settings(storage, queue_url, endpoint_url)
