@@ -8,13 +8,8 @@ from typing import Any
 
 import click
 
-from conveyor.cli.k8s_options import (
-    ENV_PREFIX,
-    GROUPS,
-    GroupedCommand,
-    build_deployment,
-    option_groups,
-)
+from conveyor.cli.field_options import GroupedCommand
+from conveyor.cli.k8s_options import ENV_PREFIX, GROUPS, build_deployment, k8s_options
 from conveyor.k8s import (
     PARTS,
     POLICIES,
@@ -53,7 +48,7 @@ def k8s() -> None:
     default=None,
     help="Write one file per object (and iam/*.json) into DIR instead of stdout.",
 )
-@option_groups(*GROUPS)
+@k8s_options(*GROUPS)
 def render_command(only: tuple[str, ...], out: Path | None, **opts: Any) -> None:
     """Print the manifests as multi-document YAML: pipe them to kubectl apply -f -.
 
@@ -81,7 +76,7 @@ def render_command(only: tuple[str, ...], out: Path | None, **opts: Any) -> None
 
 @k8s.command("policy", cls=GroupedCommand)
 @click.argument("policy_name", metavar="NAME", type=click.Choice(POLICIES))
-@option_groups("Names and AWS")
+@k8s_options("Names and AWS")
 def policy_command(policy_name: str, **opts: Any) -> None:
     """Print one IAM policy document as JSON, for aws iam create-policy.
 

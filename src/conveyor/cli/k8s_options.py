@@ -1,16 +1,15 @@
-"""The options of `conveyor k8s`, in groups: each sets one field of the Deployment, has its
-CONVEYOR_* environment twin and help, and a command takes only the groups it reads."""
+"""The options of `conveyor k8s`, in groups: each sets one field of the Deployment and has its
+CONVEYOR_* environment twin and help; a command takes only the groups it reads."""
 
 from __future__ import annotations
 
-import dataclasses
 import shlex
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
 
+from conveyor.cli.field_options import FieldOption, option_groups, values_by_target
 from conveyor.k8s import (
     Aws,
     Deployment,
@@ -28,95 +27,14 @@ F = TypeVar("F", bound=Callable[..., Any])
 #: The prefix of the environment twins of the options that only `conveyor k8s` has.
 ENV_PREFIX = "CONVEYOR_K8S_"
 
-#: The Deployment's sections an option can set (``ledger`` is parsed whole, NAME[:KEY]).
-_SECTIONS: dict[str, type[Any]] = {
-    "workload": Workload,
-    "resources": Resources,
-    "aws": Aws,
-    "efs": Efs,
-    "keda": Keda,
-    "pull_secret": PullSecret,
-    "prune": Prune,
-}
 
-
-@dataclass(frozen=True)
-class K8sOption:
-    """One option: its flag, the Deployment field it sets, its env twins and help.
-
-    Attributes:
-        flag: the flag, ``--image``; the command gets it as the argument :attr:`name`.
-        section, field: what it sets: ``Deployment.<section>.<field>``; the default is
-            that field's own.
-        help: the --help text.
-        env: its environment variables [default: ``CONVEYOR_K8S_<FLAG>``].
-        extra: click keywords (``type``, ``metavar``...).
-    """
-
-    flag: str
-    section: str
-    field: str
-    help: str
-    env: tuple[str, ...] = ()
-    extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-
-    @property
-    def name(self) -> str:
-        """The command's argument: the flag with ``_`` for ``-``."""
-        return self.flag.removeprefix("--").replace("-", "_")
-
-    @property
-    def envvar(self) -> list[str]:
-        """The environment variables, the first one set winning."""
-        return list(self.env) or [ENV_PREFIX + self.name.upper()]
-
-    @property
-    def default(self) -> Any:
-        """The default of the field it sets (None: none, or a section without defaults)."""
-        section = _SECTIONS.get(self.section)
-        if section is None:
-            return None
-        spec = {f.name: f for f in dataclasses.fields(section)}[self.field]
-        return None if spec.default in (dataclasses.MISSING, ()) else spec.default
-
-    def decorator(self, group: str) -> Callable[[F], F]:
-        """The click option, listed under ``group`` in --help."""
-        kwargs: dict[str, Any] = {"help": self.help, **self.extra}
-        if self.default is not None:
-            kwargs.update(default=self.default, show_default=True)
-        return click.option(
-            self.flag,
-            self.name,
-            cls=GroupedOption,
-            group=group,
-            envvar=self.envvar,
-            show_envvar=True,
-            **kwargs,
-        )
-
-
-class GroupedOption(click.Option):
-    """An option that --help lists under the title of its group."""
-
-    def __init__(self, *args: Any, group: str = "Options", **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.group = group
-
-
-class GroupedCommand(click.Command):
-    """A command whose --help lists its options group by group."""
-
-    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        groups: dict[str, list[tuple[str, str]]] = {"Options": []}
-        for param in self.get_params(ctx):
-            record = param.get_help_record(ctx)
-            if record is not None and not isinstance(param, click.Argument):
-                groups.setdefault(getattr(param, "group", "Options"), []).append(record)
-        for title, rows in groups.items():
-            if not rows:
-                continue
-            with formatter.section(title):
-                formatter.write_dl(rows)
+def _option(
+    flag: str, target: type[Any], field: str, help_text: str, *env: str, **extra: Any
+) -> FieldOption:
+    """An option setting ``target.field``; its env twins are ``env``, else
+    ``CONVEYOR_K8S_<FLAG>``."""
+    name = flag.removeprefix("--").replace("-", "_").upper()
+    return FieldOption(flag, target, field, help_text, env or (ENV_PREFIX + name,), extra)
 
 
 def _split_args(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, ...]:
@@ -125,184 +43,173 @@ def _split_args(ctx: click.Context, param: click.Parameter, value: str | None) -
 
 #: What the IAM policies are made of: the image, the names, the queues, the cluster.
 IDENTITY = (
-    K8sOption(
+    _option(
         "--image",
-        "workload",
+        Workload,
         "image",
         "Container image (e.g. ACCOUNT.dkr.ecr.REGION.amazonaws.com/conveyor:TAG).",
     ),
-    K8sOption(
+    _option(
         "--queue",
-        "aws",
+        Aws,
         "queue_url",
         "SQS queue URL the workers drain.",
-        env=("CONVEYOR_QUEUE_URL", "SQS_QUEUE_URL"),
+        "CONVEYOR_QUEUE_URL",
+        "SQS_QUEUE_URL",
     ),
-    K8sOption(
+    _option(
         "--dlq",
-        "aws",
+        Aws,
         "dlq_url",
         "Dead-letter queue URL [default: the queue's NAME-dlq].",
-        env=(ENV_PREFIX + "DLQ_URL",),
+        ENV_PREFIX + "DLQ_URL",
     ),
-    K8sOption(
+    _option(
         "--region",
-        "aws",
+        Aws,
         "region",
         "AWS region [default: from the queue URL].",
-        env=("CONVEYOR_REGION", "AWS_REGION"),
+        "CONVEYOR_REGION",
+        "AWS_REGION",
     ),
-    K8sOption(
-        "--account-id",
-        "aws",
-        "account_id",
-        "AWS account id for ARNs [default: from the queue URL].",
+    _option(
+        "--account-id", Aws, "account_id", "AWS account id for ARNs [default: from the queue URL]."
     ),
-    K8sOption(
+    _option(
         "--oidc-issuer",
-        "aws",
+        Aws,
         "oidc_issuer",
         "The cluster's OIDC issuer URL (for the IRSA trust policy).",
     ),
-    K8sOption(
+    _option(
         "--kms-key-arn",
-        "aws",
+        Aws,
         "kms_key_arn",
         "Customer-managed KMS key of the queues (SSE-KMS), if any.",
     ),
-    K8sOption("--namespace", "workload", "namespace", "Kubernetes namespace."),
-    K8sOption("--name", "workload", "name", "Instance name: prefix of every object."),
-    K8sOption("--service-account", "workload", "service_account", "The workers' ServiceAccount."),
+    _option("--namespace", Workload, "namespace", "Kubernetes namespace."),
+    _option("--name", Workload, "name", "Instance name: prefix of every object."),
+    _option("--service-account", Workload, "service_account", "The workers' ServiceAccount."),
 )
 
 #: How the worker pods run.
 PODS = (
-    K8sOption(
+    _option(
         "--role-arn",
-        "aws",
+        Aws,
         "role_arn",
         "IAM role of the workers' ServiceAccount [default: role/NAME-worker].",
     ),
-    K8sOption(
+    _option(
         "--job-version",
-        "workload",
+        Workload,
         "version",
         "Version in Job names and labels (e.g. v3) [default: a hash of the pod template].",
     ),
-    K8sOption(
-        "--parallelism",
-        "workload",
-        "parallelism",
-        "Worker pods of the work-queue Job.",
-        extra={"type": int},
+    _option(
+        "--parallelism", Workload, "parallelism", "Worker pods of the work-queue Job.", type=int
     ),
-    K8sOption("--cpu-request", "resources", "cpu_request", "CPU request."),
-    K8sOption("--cpu-limit", "resources", "cpu_limit", "CPU limit."),
-    K8sOption("--memory-request", "resources", "memory_request", "Memory request."),
-    K8sOption("--memory-limit", "resources", "memory_limit", "Memory limit."),
-    K8sOption(
+    _option("--cpu-request", Resources, "cpu_request", "CPU request."),
+    _option("--cpu-limit", Resources, "cpu_limit", "CPU limit."),
+    _option("--memory-request", Resources, "memory_request", "Memory request."),
+    _option("--memory-limit", Resources, "memory_limit", "Memory limit."),
+    _option(
         "--grace-s",
-        "workload",
+        Workload,
         "grace_s",
         "The worker's grace on SIGTERM; the pod gets 15 s more.",
-        env=("CONVEYOR_GRACE_S",),
-        extra={"type": float},
+        "CONVEYOR_GRACE_S",
+        type=float,
     ),
-    K8sOption(
+    _option(
         "--visibility-timeout-s",
-        "workload",
+        Workload,
         "visibility_timeout_s",
         "The workers' SQS visibility timeout.",
-        env=("CONVEYOR_VISIBILITY_TIMEOUT_S",),
-        extra={"type": int},
+        "CONVEYOR_VISIBILITY_TIMEOUT_S",
+        type=int,
     ),
-    K8sOption(
+    _option(
         "--metrics-port",
-        "workload",
+        Workload,
         "metrics_port",
         "Prometheus port of the workers (adds the port and scrape annotations).",
-        env=("CONVEYOR_METRICS_PORT",),
-        extra={"type": int},
+        "CONVEYOR_METRICS_PORT",
+        type=int,
     ),
-    K8sOption(
-        "--backoff-limit",
-        "workload",
-        "backoff_limit",
-        "Failed pods before a Job fails.",
-        extra={"type": int},
+    _option(
+        "--backoff-limit", Workload, "backoff_limit", "Failed pods before a Job fails.", type=int
     ),
-    K8sOption(
-        "--ttl-s", "workload", "ttl_s", "ttlSecondsAfterFinished of the Jobs.", extra={"type": int}
-    ),
-    K8sOption(
+    _option("--ttl-s", Workload, "ttl_s", "ttlSecondsAfterFinished of the Jobs.", type=int),
+    _option(
         "--deadline-s",
-        "workload",
+        Workload,
         "deadline_s",
         "activeDeadlineSeconds of the Jobs [default: none].",
-        extra={"type": int},
+        type=int,
     ),
 )
 
 #: What the one-off Job runs.
 ONE_OFF = (
-    K8sOption(
+    _option(
         "--input",
-        "workload",
+        Workload,
         "input",
         "One-off Job: CSV under /efs to run on [default: the bundled sample].",
     ),
-    K8sOption(
+    _option(
         "--output",
-        "workload",
+        Workload,
         "output",
         "One-off Job: output path under /efs [default: outputs/NAME/<input name>].",
     ),
-    K8sOption(
+    _option(
         "--run-args",
-        "workload",
+        Workload,
         "run_args",
         "One-off Job: another conveyor command to run instead (e.g. 'status').",
-        extra={"callback": _split_args},
+        callback=_split_args,
     ),
 )
 
 #: The EFS file system mounted at /efs.
 STORAGE = (
-    K8sOption(
+    _option(
         "--efs-id",
-        "efs",
+        Efs,
         "file_system_id",
         "EFS file system id (fs-…): renders the PV/PVC and mounts it at /efs.",
     ),
-    K8sOption(
+    _option(
         "--access-point",
-        "efs",
+        Efs,
         "access_point_id",
         "EFS access point id (fsap-…), whose POSIX user owns the writes.",
     ),
-    K8sOption(
+    _option(
         "--efs-mode",
-        "efs",
+        Efs,
         "mode",
         "EFS CSI driver, or the tutorial's plain NFS volume.",
-        extra={"type": click.Choice(["csi", "nfs"])},
+        type=click.Choice(["csi", "nfs"]),
     ),
-    K8sOption(
+    _option(
         "--efs-server",
-        "efs",
+        Efs,
         "server",
         "NFS mode: the file system's DNS name [default: from --efs-id and the region].",
     ),
-    K8sOption(
+    _option(
         "--claim",
-        "efs",
+        Efs,
         "claim",
         "PersistentVolumeClaim name [default: conveyor-efs]; alone, mounts an existing claim.",
     ),
-    K8sOption("--storage-class", "efs", "storage_class", "storageClassName of the PV and PVC."),
-    K8sOption(
+    _option("--storage-class", Efs, "storage_class", "storageClassName of the PV and PVC."),
+    _option(
         "--storage-size",
-        "efs",
+        Efs,
         "size",
         "Capacity of the PV (required by Kubernetes, ignored by EFS).",
     ),
@@ -310,30 +217,22 @@ STORAGE = (
 
 #: The KEDA ScaledJob.
 KEDA = (
-    K8sOption(
-        "--keda-max-replicas",
-        "keda",
-        "max_replicas",
-        "KEDA: most worker Jobs at once.",
-        extra={"type": int},
+    _option(
+        "--keda-max-replicas", Keda, "max_replicas", "KEDA: most worker Jobs at once.", type=int
     ),
-    K8sOption(
-        "--keda-queue-length",
-        "keda",
-        "queue_length",
-        "KEDA: messages per worker Job.",
-        extra={"type": int},
+    _option(
+        "--keda-queue-length", Keda, "queue_length", "KEDA: messages per worker Job.", type=int
     ),
-    K8sOption(
+    _option(
         "--keda-polling-interval-s",
-        "keda",
+        Keda,
         "polling_interval_s",
         "KEDA: seconds between queue checks.",
-        extra={"type": int},
+        type=int,
     ),
-    K8sOption(
+    _option(
         "--keda-role-arn",
-        "keda",
+        Keda,
         "role_arn",
         "KEDA: role to read the queue depth with [default: KEDA operator's own].",
     ),
@@ -341,55 +240,50 @@ KEDA = (
 
 #: The job ledger's Secret and the CronJob pruning the ledger.
 LEDGER = (
-    K8sOption(
+    _option(
         "--ledger-secret",
-        "ledger",
-        "secret",
+        LedgerSecret,
+        "name",
         "Secret holding the job ledger's postgresql:// URL, as NAME or NAME:KEY [default key: "
         "url]: every pod gets CONVEYOR_LEDGER_URL from it (the URL never appears in a "
         "manifest). Needed with EFS storage, where the embedded SQLite ledger is unsafe.",
-        env=("CONVEYOR_LEDGER_SECRET",),
-        extra={"metavar": "NAME[:KEY]"},
+        "CONVEYOR_LEDGER_SECRET",
+        metavar="NAME[:KEY]",
     ),
-    K8sOption(
-        "--prune-schedule",
-        "prune",
-        "schedule",
-        "ledger-prune CronJob: when it runs (cron).",
-    ),
-    K8sOption(
+    _option("--prune-schedule", Prune, "schedule", "ledger-prune CronJob: when it runs (cron)."),
+    _option(
         "--prune-older-than",
-        "prune",
+        Prune,
         "older_than",
         "ledger-prune CronJob: delete jobs finished longer ago than this (45m, 12h, 30d).",
-        env=("CONVEYOR_LEDGER_RETENTION",),
+        "CONVEYOR_LEDGER_RETENTION",
     ),
 )
 
 #: The ECR pull secret and its refresher.
 PULL_SECRET = (
-    K8sOption(
+    _option(
         "--pull-secret",
-        "pull_secret",
+        PullSecret,
         "name",
         "Image pull secret to use and keep refreshed (not needed on EKS with ECR).",
     ),
-    K8sOption(
+    _option(
         "--pull-secret-schedule",
-        "pull_secret",
+        PullSecret,
         "schedule",
         "Cron schedule of the refresher (ECR tokens last 12 h).",
     ),
-    K8sOption(
+    _option(
         "--pull-secret-role-arn",
-        "pull_secret",
+        PullSecret,
         "role_arn",
         "IAM role of the refresher [default: role/NAME-ecr-refresh].",
     ),
 )
 
 #: Every group, by its --help title, in the order --help lists them.
-GROUPS: dict[str, tuple[K8sOption, ...]] = {
+GROUPS: dict[str, tuple[FieldOption, ...]] = {
     "Names and AWS": IDENTITY,
     "Worker pods": PODS,
     "One-off Job": ONE_OFF,
@@ -400,32 +294,29 @@ GROUPS: dict[str, tuple[K8sOption, ...]] = {
 }
 
 
-def option_groups(*titles: str) -> Callable[[F], F]:
-    """Apply the options of the groups named ``titles`` to a command, in this order."""
-
-    def decorate(func: F) -> F:
-        for title in reversed(titles):
-            for option in reversed(GROUPS[title]):
-                func = option.decorator(title)(func)
-        return func
-
-    return decorate
+def k8s_options(*titles: str) -> Callable[[F], F]:
+    """Apply the options of the groups named ``titles`` (keys of ``GROUPS``), in this order."""
+    return option_groups(GROUPS, *titles)
 
 
-def build_deployment(opts: Mapping[str, Any]) -> Deployment:
-    """The Deployment that the options in ``opts`` describe (by :attr:`K8sOption.name`);
-    every field whose option a command does not take keeps its default."""
-    values: dict[str, dict[str, Any]] = {section: {} for section in (*_SECTIONS, "ledger")}
-    for group in GROUPS.values():
-        for option in group:
-            if option.name in opts:
-                values[option.section][option.field] = opts[option.name]
+def build_deployment(opts: dict[str, Any]) -> Deployment:
+    """The Deployment that the options a command took describe (``opts``, by argument
+    name); every field whose option it does not take keeps its default.
+
+    Raises:
+        ConfigError: a malformed ``--ledger-secret`` (NAME[:KEY], parsed whole).
+    """
+    values = values_by_target([o for group in GROUPS.values() for o in group], opts)
+
+    def part(target: type[Any]) -> dict[str, Any]:
+        return values.get(target, {})
+
     return Deployment(
-        workload=Workload(resources=Resources(**values["resources"]), **values["workload"]),
-        aws=Aws(**values["aws"]),
-        efs=Efs(**values["efs"]),
-        keda=Keda(**values["keda"]),
-        pull_secret=PullSecret(**values["pull_secret"]),
-        ledger=LedgerSecret.parse(values["ledger"].get("secret")),
-        prune=Prune(**values["prune"]),
+        workload=Workload(resources=Resources(**part(Resources)), **part(Workload)),
+        aws=Aws(**part(Aws)),
+        efs=Efs(**part(Efs)),
+        keda=Keda(**part(Keda)),
+        pull_secret=PullSecret(**part(PullSecret)),
+        ledger=LedgerSecret.parse(part(LedgerSecret).get("name")),
+        prune=Prune(**part(Prune)),
     )
