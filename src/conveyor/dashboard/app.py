@@ -10,12 +10,12 @@ import html
 import ipaddress
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.datastructures import Headers
+from starlette.datastructures import Headers, QueryParams
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import (
@@ -161,35 +161,33 @@ def create_app(data: DashboardData, *, allowed_hosts: Sequence[str] | None = Non
     def jobs(request: Request) -> Response:
         params = request.query_params
         state_text = params.get("state")
+        wrong = f"state is one of {', '.join(JobState)}; limit is a number"
         try:
             state = JobState(state_text) if state_text else None
-            limit = int(params.get("limit", "100"))
         except ValueError:
-            return _error(400, f"state is one of {', '.join(JobState)}; limit is a number")
-        if not 1 <= limit <= MAX_JOBS_LIMIT:
-            return _error(400, f"limit must be within 1..{MAX_JOBS_LIMIT}")
-        try:
-            page = data.jobs(state, limit, before=params.get("before"), task=params.get("task"))
-        except BadInput as exc:
-            return _error(400, exc.message)
-        except ConveyorError as exc:
-            return _error(503, exc.message)
-        return JSONResponse(page)
+            return _error(400, wrong)
+        limit = _limit(params, "100", not_a_number=wrong)
+        if isinstance(limit, Response):
+            return limit
+        task = params.get("task")
+        return _answer(lambda: data.jobs(state, limit, before=params.get("before"), task=task))
 
     def groups(request: Request) -> Response:
-        return _groups_page(data, request)
+        params = request.query_params
+        limit = _limit(params, "50")
+        if isinstance(limit, Response):
+            return limit
+        return _answer(lambda: data.groups(limit, before=params.get("before")))
 
     def group_json(request: Request) -> Response:
-        return _group(data, request.path_params["group_id"])
+        group_id = request.path_params["group_id"]
+        return _answer(lambda: data.group(group_id), f"no group {group_id} in the ledger")
 
     def dead_letters(request: Request) -> Response:
         params = request.query_params
-        try:
-            limit = int(params.get("limit", "50"))
-        except ValueError:
-            return _error(400, "limit is a number")
-        if not 1 <= limit <= MAX_JOBS_LIMIT:
-            return _error(400, f"limit must be within 1..{MAX_JOBS_LIMIT}")
+        limit = _limit(params, "50")
+        if isinstance(limit, Response):
+            return limit
         before = params.get("before")
         try:
             return JSONResponse(data.dead_letters(limit, before))
@@ -248,35 +246,31 @@ def _find(data: DashboardData, job_id: str) -> tuple[dict[str, Any] | None, tupl
     return record, (200, "")
 
 
-def _groups_page(data: DashboardData, request: Request) -> Response:
-    """A page of groups, newest first (``limit``, ``before``), as ``/api/jobs`` pages jobs."""
-    params = request.query_params
+def _limit(
+    params: QueryParams, default: str, not_a_number: str = "limit is a number"
+) -> int | Response:
+    """The ``limit`` of a page request, or the 400 response saying what is wrong with it."""
     try:
-        limit = int(params.get("limit", "50"))
+        limit = int(params.get("limit", default))
     except ValueError:
-        return _error(400, "limit is a number")
+        return _error(400, not_a_number)
     if not 1 <= limit <= MAX_JOBS_LIMIT:
         return _error(400, f"limit must be within 1..{MAX_JOBS_LIMIT}")
+    return limit
+
+
+def _answer(read: Callable[[], dict[str, Any] | None], not_found: str = "") -> Response:
+    """What ``read()`` returns, as JSON: 400 for a malformed request (an id, a cursor, an
+    ambiguous prefix), 503 when the ledger cannot be read, 404 (``not_found``) for None."""
     try:
-        page = data.groups(limit, before=params.get("before"))
+        document = read()
     except BadInput as exc:
         return _error(400, exc.message)
     except ConveyorError as exc:
         return _error(503, exc.message)
-    return JSONResponse(page)
-
-
-def _group(data: DashboardData, group_id: str) -> Response:
-    """One group by id or unique prefix: 404 if unknown, 400 if ambiguous or malformed."""
-    try:
-        record = data.group(group_id)
-    except BadInput as exc:
-        return _error(400, exc.message)
-    except ConveyorError as exc:
-        return _error(503, exc.message)
-    if record is None:
-        return _error(404, f"no group {group_id} in the ledger")
-    return JSONResponse(record)
+    if document is None:
+        return _error(404, not_found)
+    return JSONResponse(document)
 
 
 def _error(status: int, message: str) -> JSONResponse:

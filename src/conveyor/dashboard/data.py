@@ -8,23 +8,32 @@ the same on a ledger of a thousand jobs or ten million.
 from __future__ import annotations
 
 import json
-import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
-from typing import Any, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
+from conveyor.dashboard.sources import NO_MESSAGES, LedgerSource, LedgerUnreadable, QueueSource
 from conveyor.dashboard.timeline import build_timeline
-from conveyor.errors import BadInput, ConveyorError, QueueNotFound
 from conveyor.jobs import JobState, job_id_of
-from conveyor.ledger import Ledger, LedgerNotFound, LedgerSummary, Transition, redact_url
+from conveyor.ledger import Ledger, LedgerSummary, Transition
 from conveyor.queues.base import DeadLetter, Queue, QueueStats, display_text
 from conveyor.storage import check_job_id
 
-log = logging.getLogger("conveyor.dashboard")
-
-T = TypeVar("T")
+# NO_MESSAGES and LedgerUnreadable, defined here before sources.py, stay importable.
+__all__ = [
+    "CHART_BUDGET",
+    "DEFAULT_WINDOW_S",
+    "LIST_LIMIT",
+    "MAX_NARROWINGS",
+    "NOTHING_YET",
+    "NO_MESSAGES",
+    "DashboardData",
+    "LedgerUnreadable",
+    "chart_transitions",
+    "empty_summary",
+    "next_cursor",
+]
 
 #: The chart covers at most this much history by default.
 DEFAULT_WINDOW_S = 3600.0
@@ -37,14 +46,17 @@ CHART_BUDGET = 20_000
 MAX_NARROWINGS = 6
 #: Said on the page (and in the JSON) while there is no ledger yet.
 NOTHING_YET = "nothing submitted yet"
-#: The counts of a queue that does not exist yet.
-NO_MESSAGES = QueueStats(visible=0, in_flight=0, delayed=0, dead_lettered=0)
 
 
-class LedgerUnreadable(ConveyorError):
-    """The ledger cannot be read (the dashboard answers 503, and retries next time)."""
+class _Paged(Protocol):
+    @property
+    def cursor(self) -> str | None: ...
 
-    exit_code = 75
+
+def next_cursor(page: Sequence[_Paged], limit: int) -> str | None:
+    """The cursor of the page after ``page`` (at most ``limit`` items): None at its end,
+    or where the source cannot page."""
+    return page[-1].cursor if page and len(page) == limit else None
 
 
 def chart_transitions(
@@ -120,34 +132,27 @@ class DashboardData:
         dead_letters_every_s: float = 10.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._open_ledger: Callable[[], Ledger] | None
-        if isinstance(ledger, Ledger):
-            self._ledger: Ledger | None = ledger
-            self._open_ledger = None
-            ledger_url = ledger_url or ledger.url
-        else:
-            self._ledger, self._open_ledger = None, ledger
         self.queue_url = queue_url
-        self.ledger_url = redact_url(ledger_url) if ledger_url else ""
         self.window_s = window_s
         self.chart_budget = chart_budget
         self.min_interval_s = min_interval_s
-        self.queue_every_s = queue_every_s
-        self.dead_letters_every_s = dead_letters_every_s
-        self._open_queue = open_queue
+        self._ledger = LedgerSource(ledger, ledger_url)
+        self._queue = QueueSource(
+            open_queue,
+            stats_every_s=queue_every_s,
+            dead_letters_every_s=dead_letters_every_s,
+            dead_letters_shown=LIST_LIMIT,
+        )
         self._clock = clock
         self._lock = threading.Lock()
-        self._ledger_lock = threading.Lock()
-        self._queue: Queue | None = None
         self._overview: dict[str, Any] | None = None
         self._overview_at = -float("inf")
         self._reuse_s = min_interval_s
-        self._stats: QueueStats | None = None
-        self._stats_error: str | None = None
-        self._stats_at = -float("inf")
-        self._dead: list[DeadLetter] = []
-        self._dead_error: str | None = None
-        self._dead_at = -float("inf")
+
+    @property
+    def ledger_url(self) -> str:
+        """The ledger URL shown on the page (any password hidden)."""
+        return self._ledger.url
 
     # --- documents -----------------------------------------------------------------------
 
@@ -162,7 +167,7 @@ class DashboardData:
             started = time.monotonic()
             if self._overview is not None and now - self._overview_at < self._reuse_s:
                 return self._overview
-            with self._reading() as ledger:
+            with self._ledger.reading() as ledger:
                 changes: list[Transition] = []
                 if ledger is None:
                     summary, start = empty_summary(now), now
@@ -173,8 +178,8 @@ class DashboardData:
                     )
             counts = {state.value: n for state, n in summary.counts.items()}
             timeline = build_timeline(changes, counts, start=start, now=now)
-            stats, stats_error = self._queue_stats(now)
-            dead, dead_error = self._dead_letters(now)
+            stats, stats_error = self._queue.stats(now)
+            dead, dead_error = self._queue.dead_letters(now)
             self._overview = {
                 "generated_at": now,
                 "queue_url": self.queue_url,
@@ -185,7 +190,7 @@ class DashboardData:
                 "dead_letters": {
                     "error": dead_error,
                     "messages": [_dead_letter_dict(d) for d in dead],
-                    "next": dead[-1].cursor if len(dead) == LIST_LIMIT else None,
+                    "next": next_cursor(dead, LIST_LIMIT),
                 },
                 "timeline": {
                     **timeline.to_dict(),
@@ -206,7 +211,7 @@ class DashboardData:
             ConveyorError: the ledger cannot be read.
         """
         check_job_id(job_id)
-        with self._reading() as ledger:
+        with self._ledger.reading() as ledger:
             if ledger is None:
                 return None
             record = ledger.get(job_id)
@@ -230,14 +235,13 @@ class DashboardData:
             BadInput: the cursor is malformed.
             ConveyorError: the ledger cannot be read.
         """
-        with self._reading() as ledger:
+        with self._ledger.reading() as ledger:
             if ledger is None:
                 return {"jobs": [], "next": None}
             records = ledger.jobs(state, task=task, limit=limit, before=before)
-        more = len(records) == limit
         return {
             "jobs": [record.to_dict() for record in records],
-            "next": records[-1].cursor if more else None,
+            "next": next_cursor(records, limit),
         }
 
     def groups(self, limit: int, *, before: str | None = None) -> dict[str, Any]:
@@ -249,16 +253,13 @@ class DashboardData:
             BadInput: the cursor is malformed.
             ConveyorError: the ledger cannot be read.
         """
-        with self._reading() as ledger:
+        with self._ledger.reading() as ledger:
             if ledger is None:
                 return {"groups": [], "next": None}
             records = ledger.groups(limit=limit, before=before)
         now = self._clock()
-        more = len(records) == limit
-        return {
-            "groups": [record.to_dict(now) for record in records],
-            "next": records[-1].cursor if more else None,
-        }
+        groups = [record.to_dict(now) for record in records]
+        return {"groups": groups, "next": next_cursor(records, limit)}
 
     def group(self, group_id: str) -> dict[str, Any] | None:
         """One group (``group_id`` or a unique prefix of it), or None if there is none.
@@ -267,79 +268,11 @@ class DashboardData:
             BadInput: the id is malformed, or the prefix matches several groups.
             ConveyorError: the ledger cannot be read.
         """
-        with self._reading() as ledger:
+        with self._ledger.reading() as ledger:
             if ledger is None:
                 return None
             record = ledger.group(group_id)
         return None if record is None else record.to_dict(self._clock())
-
-    def close(self) -> None:
-        """Close the queue, and the ledger if this opened it. Idempotent."""
-        with self._lock:
-            if self._queue is not None:
-                self._queue.close()
-                self._queue = None
-        with self._ledger_lock:
-            if self._open_ledger is not None and self._ledger is not None:
-                self._ledger.close()
-                self._ledger = None
-
-    # --- the ledger ----------------------------------------------------------------------
-
-    @contextmanager
-    def _reading(self) -> Iterator[Ledger | None]:
-        """The ledger to read (None: there is none yet), turning any failure to read it
-        into one :class:`ConveyorError` line; a ledger this opened is reopened next time.
-
-        ``BadInput`` (a malformed id or cursor, an ambiguous prefix) passes through: it is
-        the request's fault, not the ledger's.
-        """
-        try:
-            yield self._current_ledger()
-        except BadInput:
-            raise
-        except ConveyorError as exc:
-            self._forget_ledger()
-            raise LedgerUnreadable(f"cannot read the ledger: {exc.message}") from exc
-        except Exception as exc:  # a driver's own error: still one line, never a 500
-            log.warning("cannot read the ledger", exc_info=True)
-            self._forget_ledger()
-            raise LedgerUnreadable(f"cannot read the ledger: {_one_line(exc)}") from exc
-
-    def _current_ledger(self) -> Ledger | None:
-        with self._ledger_lock:
-            if self._ledger is None and self._open_ledger is not None:
-                try:
-                    self._ledger = self._open_ledger()
-                except LedgerNotFound:
-                    return None
-                self.ledger_url = self.ledger_url or self._ledger.url
-            return self._ledger
-
-    def _forget_ledger(self) -> None:
-        with self._ledger_lock:
-            if self._open_ledger is not None and self._ledger is not None:
-                ledger, self._ledger = self._ledger, None
-                with suppress(Exception):  # already broken; the next read opens a fresh one
-                    ledger.close()
-
-    # --- the queue -----------------------------------------------------------------------
-
-    def _queue_stats(self, now: float) -> tuple[QueueStats | None, str | None]:
-        if now - self._stats_at >= self.queue_every_s:
-            self._stats_at = now
-            self._stats, self._stats_error = self._ask_queue(lambda q: q.stats(), NO_MESSAGES)
-        return self._stats, self._stats_error
-
-    def _dead_letters(self, now: float) -> tuple[list[DeadLetter], str | None]:
-        if now - self._dead_at >= self.dead_letters_every_s:
-            self._dead_at = now
-            nothing: list[DeadLetter] = []
-            found, self._dead_error = self._ask_queue(
-                lambda q: q.dead_letter_page(LIST_LIMIT), nothing
-            )
-            self._dead = found or []
-        return self._dead, self._dead_error
 
     def dead_letters(self, limit: int, before: str | None = None) -> dict[str, Any]:
         """A page of dead letters, newest first, and the cursor of the next page (None at
@@ -349,37 +282,17 @@ class DashboardData:
             ConveyorError: the queue cannot be read, or cannot page.
         """
         with self._lock:
-            try:
-                if self._queue is None:
-                    self._queue = self._open_queue()
-                letters = self._queue.dead_letter_page(limit, before)
-            except QueueNotFound:
-                letters = []
-        more = len(letters) == limit and letters[-1].cursor is not None
+            letters = self._queue.dead_letter_page(limit, before)
         return {
             "messages": [_dead_letter_dict(d) for d in letters],
-            "next": letters[-1].cursor if more else None,
+            "next": next_cursor(letters, limit),
         }
 
-    def _ask_queue(self, ask: Callable[[Queue], T], missing: T) -> tuple[T | None, str | None]:
-        """Ask the queue something; on failure return why, and reopen it next time.
-
-        A queue that does not exist yet (nothing submitted) answers ``missing``.
-        """
-        try:
-            if self._queue is None:
-                self._queue = self._open_queue()
-            return ask(self._queue), None
-        except QueueNotFound:
-            return missing, None
-        except Exception as exc:  # the page shows why, and the ledger's part still works
-            message = exc.message if isinstance(exc, ConveyorError) else _one_line(exc)
-            log.warning("queue unavailable: %s", message)
-            if self._queue is not None:
-                with suppress(Exception):
-                    self._queue.close()
-                self._queue = None
-            return None, message
+    def close(self) -> None:
+        """Close the queue, and the ledger if this opened it. Idempotent."""
+        with self._lock:
+            self._queue.close()
+        self._ledger.close()
 
 
 def _stats_dict(stats: QueueStats | None, error: str | None) -> dict[str, Any]:
@@ -405,12 +318,6 @@ def _dead_letter_dict(dead: DeadLetter) -> dict[str, Any]:
         "receive_count": dead.receive_count,
         "reason": None if dead.reason is None else display_text(dead.reason),
     }
-
-
-def _one_line(exc: BaseException) -> str:
-    """An unexpected error as one line: its type and the first line of its text."""
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
 def _task_of(body: str) -> str | None:

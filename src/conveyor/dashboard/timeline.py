@@ -178,9 +178,8 @@ class Moves:
         states: dict[str, list[int]] = {}
         for name in _STATES:
             entered, left = self.entered[name], self.left[name]
-            # The count before the window: the moves since are undone. Never negative:
-            # counts and moves are read a moment apart.
-            before = counts.get(name, 0) - len(entered) + len(left)
+            # Never negative: counts and moves are read a moment apart.
+            before = self.count_before(name, counts)
             series = [
                 max(0, before + bisect.bisect_right(entered, at) - bisect.bisect_right(left, at))
                 for at in times
@@ -203,10 +202,12 @@ class Moves:
     def all_new(self, counts: Mapping[str, int]) -> bool:
         """Whether every job counted entered its first state inside the window (so the
         chart can start at the first move rather than at the window's start)."""
-        return all(
-            counts.get(name, 0) - len(self.entered[name]) + len(self.left[name]) <= 0
-            for name in _STATES
-        )
+        return all(self.count_before(name, counts) <= 0 for name in _STATES)
+
+    def count_before(self, state: str, counts: Mapping[str, int]) -> int:
+        """Jobs in ``state`` when the window began: the count now with the moves since
+        undone."""
+        return counts.get(state, 0) - len(self.entered[state]) + len(self.left[state])
 
 
 def build_timeline(

@@ -12,10 +12,14 @@ from pathlib import Path
 import yaml
 
 from conveyor.errors import ConfigError
-from conveyor.k8s.config import (
-    RUN_AS_UID,
+from conveyor.k8s.config import RUN_AS_UID, Deployment
+from conveyor.k8s.efs import storage_objects
+from conveyor.k8s.iam import POLICIES, Policy, render_policy
+from conveyor.k8s.keda import keda_objects
+from conveyor.k8s.objects import Manifest
+from conveyor.k8s.pullsecret import pull_secret_objects
+from conveyor.k8s.sections import (
     Aws,
-    Deployment,
     Efs,
     Keda,
     LedgerSecret,
@@ -24,17 +28,7 @@ from conveyor.k8s.config import (
     Resources,
     Workload,
 )
-from conveyor.k8s.efs import storage_objects
-from conveyor.k8s.iam import POLICIES, Policy, render_policy
-from conveyor.k8s.pullsecret import pull_secret_objects
-from conveyor.k8s.workloads import (
-    Manifest,
-    keda_objects,
-    one_off_job,
-    prune_cron_job,
-    queue_job,
-    service_account,
-)
+from conveyor.k8s.workloads import one_off_job, prune_cron_job, queue_job, service_account
 
 __all__ = [
     "PARTS",

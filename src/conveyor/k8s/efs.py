@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from conveyor.errors import ConfigError
 from conveyor.k8s.config import Deployment
-from conveyor.k8s.workloads import Manifest, metadata
+from conveyor.k8s.objects import Manifest, metadata
 
 #: AWS's recommended NFS options for EFS (used only by the plain-NFS form; the CSI driver
 #: sets its own, with TLS).

@@ -8,10 +8,13 @@ every pull after half a day. On EKS the node role pulls from ECR and no secret i
 from __future__ import annotations
 
 from conveyor.errors import ConfigError
-from conveyor.k8s.config import Deployment, EcrImage
+from conveyor.k8s.aws import EcrImage
+from conveyor.k8s.config import Deployment
 from conveyor.k8s.iam import refresher_service_account
-from conveyor.k8s.workloads import (
+from conveyor.k8s.objects import (
     Manifest,
+    cron_job,
+    irsa_service_account,
     labels,
     metadata,
     restricted_container_security,
@@ -110,22 +113,8 @@ def _cronjob(deploy: Deployment, secret: str, account: str) -> Manifest:
             ],
         },
     }
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "CronJob",
-        "metadata": metadata(deploy, account, "pull-secret"),
-        "spec": {
-            "schedule": pull.schedule,
-            "concurrencyPolicy": "Forbid",
-            "startingDeadlineSeconds": 3600,
-            "successfulJobsHistoryLimit": 1,
-            "failedJobsHistoryLimit": 3,
-            "jobTemplate": {
-                "metadata": {"labels": labels(deploy, "pull-secret")},
-                "spec": {"backoffLimit": 3, "activeDeadlineSeconds": 600, "template": pod},
-            },
-        },
-    }
+    job_spec = {"backoffLimit": 3, "activeDeadlineSeconds": 600, "template": pod}
+    return cron_job(deploy, account, "pull-secret", pull.schedule, job_spec)
 
 
 def _admission_policy(deploy: Deployment, secret: str, account: str) -> list[Manifest]:
@@ -195,19 +184,7 @@ def pull_secret_objects(deploy: Deployment) -> list[Manifest]:
     _ecr(deploy)
     account = refresher_service_account(deploy)
     role_arn = deploy.role_arn(deploy.pull_secret.role_arn, "ecr-refresh")
-    service_account = {
-        "apiVersion": "v1",
-        "kind": "ServiceAccount",
-        "metadata": metadata(
-            deploy,
-            account,
-            "pull-secret",
-            annotations={
-                "eks.amazonaws.com/role-arn": role_arn,
-                "eks.amazonaws.com/sts-regional-endpoints": "true",
-            },
-        ),
-    }
+    service_account = irsa_service_account(deploy, account, "pull-secret", role_arn)
     role = {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
