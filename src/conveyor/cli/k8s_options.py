@@ -38,7 +38,10 @@ def _option(
 
 
 def _split_args(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, ...]:
-    return tuple(shlex.split(value or ""))
+    try:
+        return tuple(shlex.split(value or ""))
+    except ValueError as exc:  # an unbalanced quote
+        raise click.BadParameter(f"{exc} in {value!r}", ctx=ctx, param=param) from None
 
 
 #: What the IAM policies are made of: the image, the names, the queues, the cluster.

@@ -192,3 +192,10 @@ def test_policy_is_not_stopped_by_render_only_settings() -> None:
     assert json.loads(result.stdout) == render_policy(SCENARIOS["csi"], "worker")
     refused = run_cli(["render", *BASE_ARGS], env={"CONVEYOR_K8S_CPU_LIMIT": "lots"})
     assert refused.exit_code == EXIT_CONFIG and "--cpu-limit" in refused.stderr
+
+
+def test_run_args_with_an_unbalanced_quote_is_a_usage_error_not_a_traceback() -> None:
+    result = run_cli(["render", "--only", "job", *BASE_ARGS, "--run-args", "dlq list 'x"])
+    assert result.exit_code == 2
+    assert "--run-args" in result.stderr and "quotation" in result.stderr
+    assert "Traceback" not in result.output
