@@ -186,7 +186,12 @@ def test_dockerignore_sends_only_what_the_build_copies(stages: dict[str, Stage])
     for source in copied:
         assert not dockerignore_excludes(source.rstrip("/"), rules), source
         assert (REPO / source).exists(), f"COPY {source}: not in the repository"
-    for private in (".venv/bin/python", ".git/HEAD", "conveyor-data/x", "tests/unit/k8s/test_workloads.py"):
+    for private in (
+        ".venv/bin/python",
+        ".git/HEAD",
+        "conveyor-data/x",
+        "tests/unit/k8s/test_workloads.py",
+    ):
         assert dockerignore_excludes(private, rules), private
 
 
