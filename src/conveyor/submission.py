@@ -130,7 +130,7 @@ class Submission:
                 jobs were sent first).
         """
         max_bytes = min(CLAIM_THRESHOLD_BYTES, queue.max_message_bytes)
-        fifo = bool(getattr(queue, "fifo", False))
+        fifo = queue.fifo
         record = _Recorder(ledger, self.group)
         stop = stop or StopSignals()  # not entered: never set, unless the caller's is
         try:

@@ -284,16 +284,7 @@ def _show_summary(
 ) -> None:
     if as_json:
         data = summary.to_dict()
-        data["queue"] = (
-            {
-                "visible": stats.visible,
-                "in_flight": stats.in_flight,
-                "delayed": stats.delayed,
-                "dead_lettered": stats.dead_lettered,
-            }
-            if stats is not None
-            else {"error": queue_error}
-        )
+        data["queue"] = stats.counts() if stats is not None else {"error": queue_error}
         click.echo(json.dumps(data, indent=1))
         return
     counts = "  ".join(f"{state.value} {n:,}" for state, n in summary.counts.items())

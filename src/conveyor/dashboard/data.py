@@ -298,14 +298,7 @@ class DashboardData:
 def _stats_dict(stats: QueueStats | None, error: str | None) -> dict[str, Any]:
     if stats is None:
         return {"error": error or "queue unavailable"}
-    return {
-        "visible": stats.visible,
-        "in_flight": stats.in_flight,
-        "delayed": stats.delayed,
-        "dead_lettered": stats.dead_lettered,
-        "pending": stats.pending,
-        "error": None,
-    }
+    return {**stats.counts(), "pending": stats.pending, "error": None}
 
 
 def _dead_letter_dict(dead: DeadLetter) -> dict[str, Any]:
