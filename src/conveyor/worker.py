@@ -62,7 +62,7 @@ _LEASE_MARGIN_S = 2.0
 #: Seconds between reports of the queue request counts to the ledger.
 _REPORT_EVERY_S = 30.0
 #: A round receives no more jobs than recent ones would run in this part of the
-#: visibility timeout (one at a time when a job takes longer): see Worker._prefetch.
+#: visibility timeout (one at a time when a job takes longer): see Pace.prefetch.
 _PREFETCH_FRACTION = 0.1
 #: An idle worker sends the group completions left due and unsent at most this often.
 _DUE_POLL_S = 2.0
@@ -269,6 +269,60 @@ class _TaskRunner:
             self._inbox = None
 
 
+class Pace:
+    """How long this worker's jobs take, learnt from its runs: each task's expected
+    duration, and how long recent jobs took whatever their task.
+
+    They set how many messages a round receives (:meth:`prefetch`) and which quick jobs
+    are recorded ``running`` ahead of their turn (``Worker._plan_ahead``).
+    """
+
+    def __init__(self, visibility_timeout_s: float) -> None:
+        self.visibility_timeout_s = visibility_timeout_s
+        #: Each task's expected duration: its last run, or a recent slow run half-forgotten.
+        self._expected_s: dict[str, float] = {}
+        #: How long recent jobs took, any task (None before the first).
+        self._recent_s: float | None = None
+
+    def learn(self, task: str, duration_s: float) -> None:
+        """Note how long a run of ``task`` took (a slow run is forgotten over a few more)."""
+        before_s = self._expected_s.get(task, 0.0)
+        self._expected_s[task] = max(duration_s, before_s * _DURATION_DECAY)
+        recent_s = self._recent_s or 0.0
+        self._recent_s = max(duration_s, recent_s * _DURATION_DECAY)
+
+    def warm(self, recent_s: float) -> None:
+        """Start as if recent jobs took ``recent_s`` each, no task known yet: a worker that
+        knows its workload (and tests) need not begin with a round of one message."""
+        self._recent_s = recent_s
+
+    def knows(self, task: str) -> bool:
+        """Whether this worker has run ``task`` before."""
+        return task in self._expected_s
+
+    def expected_s(self, task: str) -> float:
+        """How long ``task`` is expected to take (infinite when it never ran here)."""
+        return self._expected_s.get(task, math.inf)
+
+    def prefetch(self) -> int:
+        """How many messages to receive at most: no more than this worker will start soon.
+
+        Messages held while others run are work other workers could do (Celery's prefetch
+        pitfall: one worker holding a small backlog of long jobs while the others idle).
+        So a round takes as many jobs as recent ones (slow ones forgotten over a few more)
+        would run within ``_PREFETCH_FRACTION`` of the visibility timeout: a batch of quick
+        jobs, one long job at a time. A fresh worker does not know yet how long its jobs
+        take: it takes one message, then learns (K workers started on K long jobs run
+        them at once).
+        """
+        if self._recent_s is None:
+            return 1
+        if self._recent_s <= 0:
+            return MAX_BATCH
+        budget_s = _PREFETCH_FRACTION * self.visibility_timeout_s
+        return max(1, min(MAX_BATCH, math.floor(budget_s / self._recent_s)))
+
+
 class Worker:
     """Takes jobs off a queue and runs them, one at a time, safely.
 
@@ -324,10 +378,8 @@ class Worker:
         self._due_polled_at = -math.inf
         self._reported_at = clock()
         self._runner = _TaskRunner()
-        #: Each task's expected duration: its last run, or a recent slow run half-forgotten.
-        self._expected_s: dict[str, float] = {}
-        #: How long recent jobs took, any task (None before the first): sets the prefetch.
-        self._recent_s: float | None = None
+        #: How long jobs take here: sets the prefetch and the jobs recorded running ahead.
+        self.pace = Pace(settings.visibility_timeout_s)
         #: Test-only crash points (``CONVEYOR_TEST_CRASH_AT``, read once here); None normally.
         self.faults = FaultPoints.from_env(os.environ)
         #: Records jobs the queue dead-lettered by itself (their worker died) as failed.
@@ -407,7 +459,7 @@ class Worker:
             result.interrupted = True
             return result
         limit = min(self.settings.batch_size, MAX_BATCH, max_messages or MAX_BATCH)
-        limit = min(limit, self._prefetch())
+        limit = min(limit, self.pace.prefetch())
         try:
             messages = self.queue.receive(
                 limit, self.settings.wait_s, self.settings.visibility_timeout_s
@@ -540,7 +592,7 @@ class Worker:
             task_result = self._execute(func, input_path, output_path, lease, round_)
         finally:
             duration_s = self._clock() - started
-            self._learn(job.task, duration_s)
+            self.pace.learn(job.task, duration_s)
         round_.defer(self._event(lease, JobState.SUCCEEDED, result=task_result))
         if self.faults is not None:
             self._write_records(round_)  # the crash below must find the success recorded
@@ -576,7 +628,7 @@ class Worker:
         round ends (:meth:`_note_not_started`).
         """
         assert lease.job is not None
-        spent_s = self._expected_s.get(lease.job.task, math.inf)
+        spent_s = self.pace.expected_s(lease.job.task)
         if spent_s > _AHEAD_BUDGET_S or not round_.read_ok or self._stopping():
             return []
         ahead: list[_Lease] = []
@@ -585,7 +637,7 @@ class Worker:
                 break
             assert other.job is not None
             ahead.append(other)
-            spent_s += self._expected_s[other.job.task]
+            spent_s += self.pace.expected_s(other.job.task)
             if spent_s > _AHEAD_BUDGET_S:
                 break
         return ahead
@@ -597,7 +649,7 @@ class Worker:
         if lease.lost.is_set() or lease.received.receive_count != 1:
             return False
         job = self._decoded(lease)
-        if job is None or job.task not in self._expected_s:
+        if job is None or not self.pace.knows(job.task):
             return False
         record = round_.known.get(job.job_id)
         if record is not None and record.state is not JobState.QUEUED:
@@ -616,30 +668,6 @@ class Worker:
             except BadInput:
                 return None
         return lease.job
-
-    def _learn(self, task: str, duration_s: float) -> None:
-        """Note how long a run of ``task`` took (a slow run is forgotten over a few more)."""
-        before_s = self._expected_s.get(task, 0.0)
-        self._expected_s[task] = max(duration_s, before_s * _DURATION_DECAY)
-        recent_s = self._recent_s or 0.0
-        self._recent_s = max(duration_s, recent_s * _DURATION_DECAY)
-
-    def _prefetch(self) -> int:
-        """How many messages to receive at most: no more than this worker will start soon.
-
-        Messages held while others run are work other workers could do (Celery's prefetch
-        pitfall: one worker holding a small backlog of long jobs while the others idle).
-        So a round takes as many jobs as recent ones (slow ones forgotten over a few more)
-        would run within ``_PREFETCH_FRACTION`` of the visibility timeout: a batch of quick
-        jobs, one long job at a time. A fresh worker has run nothing yet: it takes a full
-        batch (most backlogs are of quick jobs), then learns.
-        """
-        if self._recent_s is None:
-            return MAX_BATCH
-        budget_s = _PREFETCH_FRACTION * self.settings.visibility_timeout_s
-        if self._recent_s <= 0:
-            return MAX_BATCH
-        return max(1, min(MAX_BATCH, math.floor(budget_s / self._recent_s)))
 
     def _note_not_started(self, round_: _Round) -> None:
         """Queue a ``retrying`` event for each job recorded running ahead of its turn that

@@ -70,8 +70,11 @@ class Env:
     shared_ledger: Ledger
     calls: list[str] = field(default_factory=list)
 
-    def worker(self, **changes: Any) -> Worker:
-        return Worker(
+    def worker(self, *, fresh: bool = False, **changes: Any) -> Worker:
+        """A worker with these settings changed. Unless ``fresh``, it starts as if its
+        recent jobs were quick, so its first round takes a full batch (a fresh worker
+        takes one message first: see test_a_fresh_worker_takes_one_message_then_adapts)."""
+        worker = Worker(
             self.queue,
             self.settings.with_(**changes) if changes else self.settings,
             ledger=self.shared_ledger,
@@ -81,6 +84,9 @@ class Env:
             shutdown=self.shutdown,
             backoff=self.backoff,
         )
+        if not fresh:
+            worker.pace.warm(0.0)
+        return worker
 
     def submit(self, task: str = "upper", text: str = "hello\n", name: str = "a.txt") -> Job:
         job = Job(task=task, input=f"inputs/{name}", output=f"outputs/{name}")
@@ -1262,14 +1268,43 @@ def test_a_worker_that_ran_long_jobs_receives_one_message_at_a_time(env: Env) ->
     for name in ("a.txt", "b.txt", "c.txt"):
         env.submit(name=name)
     worker = env.worker()
-    worker._learn("upper", VISIBILITY_S / 2)
+    worker.pace.learn("upper", VISIBILITY_S / 2)
     # When it runs a round, it takes one message only: the others stay for other workers
     assert worker.run_once().received == 1
     assert env.queue.stats().visible == 2
     # And a worker whose jobs are quick takes them in a batch
     quick = env.worker()
-    quick._learn("upper", 0.001)
+    quick.pace.learn("upper", 0.001)
     assert quick.run_once().received == 2
+
+
+def test_a_fresh_worker_takes_one_message_then_adapts(env: Env) -> None:
+    # Given a slow task and a quick one, and a backlog of each
+    @env.registry.task("slow")
+    def slow(ctx: TaskContext) -> None:
+        env.clock.advance(VISIBILITY_S / 2)
+
+    @env.registry.task("quick")
+    def quick(ctx: TaskContext) -> None:
+        env.clock.advance(0.001)
+
+    for index in range(12):
+        env.queue.send(Outgoing(Job(task="quick", job_id=f"q{index}").to_json()))
+    worker = env.worker(fresh=True)
+    # When a fresh worker runs its first round, it asks for one message only: it does not
+    # know yet how long its jobs take
+    assert worker.run_once().received == 1
+    assert env.queue.stats().visible == 11
+    # Then, its jobs proving quick, a full batch
+    assert worker.run_once().received == 10
+    assert worker.run_once().received == 1
+    # And after a long job, one message again
+    env.queue.send(Outgoing(Job(task="slow", job_id="s0").to_json()))
+    assert worker.run_once().received == 1
+    for index in range(1, 4):
+        env.queue.send(Outgoing(Job(task="slow", job_id=f"s{index}").to_json()))
+    assert worker.run_once().received == 1
+    assert env.queue.stats().visible == 2
 
 
 def _group_of_two(env: Env) -> tuple[list[Job], str]:
