@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from conveyor.queues.memory import ManualClock, MemoryQueue
 from conveyor.settings import EXIT_INTERRUPTED, EXIT_OK, Settings
 from conveyor.stop import AnyOf, LoopState, MaxIdle, MaxJobs, Shutdown, UntilEmpty
 from conveyor.tasks import TaskContext, TaskRegistry
-from conveyor.worker import ExponentialBackoff, RoundResult, Worker
+from conveyor.worker import ExponentialBackoff, RoundResult, Worker, WorkerHook
 
 VISIBILITY_S = 30
 
@@ -70,7 +70,9 @@ class Env:
     shared_ledger: Ledger
     calls: list[str] = field(default_factory=list)
 
-    def worker(self, *, fresh: bool = False, **changes: Any) -> Worker:
+    def worker(
+        self, *, fresh: bool = False, hooks: Sequence[WorkerHook] = (), **changes: Any
+    ) -> Worker:
         """A worker with these settings changed. Unless ``fresh``, it starts as if its
         recent jobs were quick, so its first round takes a full batch (a fresh worker
         takes one message first: see test_a_fresh_worker_takes_one_message_then_adapts)."""
@@ -83,6 +85,7 @@ class Env:
             clock=self.clock,
             shutdown=self.shutdown,
             backoff=self.backoff,
+            hooks=hooks,
         )
         if not fresh:
             worker.pace.warm(0.0)
@@ -971,7 +974,7 @@ def test_a_worker_on_shared_storage_without_a_ledger_url_exits_78_with_one_line(
 ) -> None:
     from click.testing import CliRunner
 
-    import conveyor.worker as worker_module
+    import conveyor.worker.placement as worker_module
     from conveyor.cli import cli
 
     efs = tmp_path / "efs"
@@ -1015,15 +1018,23 @@ class _Died(BaseException):
     """Stands in for os._exit: not an Exception, so no per-job boundary catches it."""
 
 
-def _crash_at(point: str, snapshot: Callable[[], None] | None = None) -> Any:
+def _die(code: int) -> Any:
+    raise _Died(code)
+
+
+def _crash_at(
+    point: str, snapshot: Callable[[], None] | None = None, job_id: str | None = None
+) -> list[WorkerHook]:
+    """The hooks of a worker that crashes (raises ``_Died``) at ``point``."""
     from conveyor.faults import FaultPoint, FaultPoints
+    from conveyor.worker.hooks import CrashPoints
 
     def die(code: int) -> Any:
         if snapshot is not None:
             snapshot()
-        raise _Died(code)
+        _die(code)
 
-    return FaultPoints(FaultPoint(point), exit=die)
+    return [CrashPoints(FaultPoints(FaultPoint(point), job_id, exit=die))]
 
 
 def test_a_redelivery_after_a_crash_records_why_the_previous_attempt_ended(env: Env) -> None:
@@ -1068,8 +1079,7 @@ def test_a_normal_retry_is_not_mistaken_for_a_crash(env: Env) -> None:
 
 def test_a_job_whose_worker_dies_on_every_attempt_ends_failed_with_the_reason(env: Env) -> None:
     job = env.submit()
-    dying = env.worker()
-    dying.faults = _crash_at("mid_write")
+    dying = env.worker(hooks=_crash_at("mid_write"))
     for _ in range(3):  # max_receive_count: each attempt dies after recording `running`
         with pytest.raises(_Died):
             dying.run_once()
@@ -1211,8 +1221,7 @@ def test_each_crash_point_fires_at_its_step(env: Env, point: str) -> None:
             )
         )
 
-    worker = env.worker()
-    worker.faults = _crash_at(point, snapshot)
+    worker = env.worker(hooks=_crash_at(point, snapshot))
 
     with pytest.raises(_Died):
         worker.run_once()
@@ -1226,30 +1235,37 @@ def test_each_crash_point_fires_at_its_step(env: Env, point: str) -> None:
 
 
 def test_a_crash_point_for_another_job_is_ignored(env: Env) -> None:
-    from conveyor.faults import FaultPoint, FaultPoints
-
     job = env.submit()
-    worker = env.worker()
-    worker.faults = FaultPoints(
-        FaultPoint.AFTER_RECEIVE, "someone-else", exit=_crash_at("after_receive").exit
-    )
+    worker = env.worker(hooks=_crash_at("after_receive", job_id="someone-else"))
 
     assert only(worker.run_once()).action is Action.SUCCEEDED
     assert env.state(job) is JobState.SUCCEEDED
 
 
-def test_crash_points_come_from_the_environment_when_the_worker_starts(
-    env: Env, monkeypatch: pytest.MonkeyPatch
+def test_crash_points_come_from_the_environment_read_once_at_start_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from conveyor.errors import ConfigError
     from conveyor.faults import CRASH_ENV, FaultPoint, FaultPoints
+    from conveyor.worker.hooks import CrashPoints
 
-    assert env.worker().faults is None  # unset: no crash point, nothing to check per step
-    monkeypatch.setenv(CRASH_ENV, "after_fsync:job-7")
-    assert env.worker().faults == FaultPoints(FaultPoint.AFTER_FSYNC, "job-7")
-    monkeypatch.setenv(CRASH_ENV, "after_lunch")
+    assert CrashPoints.from_env({}) == []  # unset: no crash point, nothing to check per step
+    (hook,) = CrashPoints.from_env({CRASH_ENV: "after_fsync:job-7"})
+    assert isinstance(hook, CrashPoints)
+    assert hook.faults == FaultPoints(FaultPoint.AFTER_FSYNC, "job-7")
     with pytest.raises(ConfigError, match="unknown crash point 'after_lunch'"):
-        env.worker()
+        CrashPoints.from_env({CRASH_ENV: "after_lunch"})
+    # run_worker reads it at start-up, before any job: a bad value ends it at once (78)
+    from click.testing import CliRunner
+
+    from conveyor.cli import cli
+
+    monkeypatch.setenv(CRASH_ENV, "after_lunch")
+    monkeypatch.setattr("conveyor.cli.worker.configure_logging", lambda *a: None)
+    done = CliRunner().invoke(cli, ["worker", f"--storage={tmp_path / 's'}", "--max-jobs=1"])
+    assert done.exit_code == 78, done.output
+    assert "unknown crash point 'after_lunch'" in done.output
+    assert not (tmp_path / "s").exists()  # refused before anything was made
 
 
 @pytest.mark.parametrize(
