@@ -19,9 +19,9 @@ from conveyor.ledger import JobFinished, Ledger, LedgerEvent, default_ledger_url
 from conveyor.queues.base import Outgoing
 from conveyor.queues.memory import ManualClock, MemoryQueue
 from conveyor.settings import EXIT_INTERRUPTED, EXIT_OK, Settings
-from conveyor.stop import AnyOf, LoopState, MaxIdle, MaxJobs, Shutdown, UntilEmpty
+from conveyor.stop import Shutdown
 from conveyor.tasks import TaskContext, TaskRegistry
-from conveyor.worker import ExponentialBackoff, RoundResult, Worker, WorkerHook
+from conveyor.worker import RoundResult, Worker, WorkerHook
 
 VISIBILITY_S = 30
 
@@ -649,40 +649,7 @@ def test_stop_requested_before_a_round_receives_nothing(env: Env) -> None:
     assert env.calls == []
 
 
-# --- stop policies ------------------------------------------------------------------------------
-
-
-def state(**changes: Any) -> LoopState:
-    values: dict[str, Any] = {
-        "rounds": 1,
-        "jobs": 0,
-        "last_received": 0,
-        "idle_s": 0.0,
-        "pending": lambda: 0,
-    }
-    values.update(changes)
-    return LoopState(**values)
-
-
-def test_until_empty_needs_consecutive_empty_polls_with_nothing_pending() -> None:
-    policy = UntilEmpty(empty_polls=2)
-
-    assert not policy.should_stop(state(rounds=0))
-    assert not policy.should_stop(state())
-    assert not policy.should_stop(state(pending=lambda: 1))  # a job in flight elsewhere
-    assert not policy.should_stop(state())
-    assert not policy.should_stop(state(last_received=3))
-    assert not policy.should_stop(state())
-    assert policy.should_stop(state())
-
-
-def test_max_idle_and_max_jobs_combined() -> None:
-    policy = AnyOf([MaxJobs(5), MaxIdle(60)])
-
-    assert not policy.should_stop(state(jobs=4, idle_s=59))
-    assert policy.receive_limit(state(jobs=4)) == 1
-    assert policy.should_stop(state(jobs=5))
-    assert policy.should_stop(state(jobs=0, idle_s=60))
+# --- the loop under a stop policy --------------------------------------------------------------
 
 
 def test_run_until_empty_drains_then_exits_zero(env: Env) -> None:
@@ -804,20 +771,7 @@ def test_a_late_duplicate_of_a_job_whose_claim_is_gone_is_acked_not_dead_lettere
     assert env.state(job) is JobState.SUCCEEDED
 
 
-# --- backoff and health -----------------------------------------------------------------------
-
-
-def test_exponential_backoff_grows_with_jitter_and_caps() -> None:
-    import random
-
-    backoff = ExponentialBackoff(base_s=5, max_s=100, rng=random.Random(1))
-
-    for attempt, nominal in [(1, 5), (2, 10), (3, 20), (4, 40), (5, 80), (6, 100), (40, 100)]:
-        delays = {backoff.delay_s(attempt) for _ in range(50)}
-        assert min(delays) >= nominal // 2
-        assert max(delays) <= nominal
-        assert len(delays) > 1  # jittered
-    assert ExponentialBackoff(5, 10_000).delay_s(30) <= 900  # SQS's maximum delay
+# --- health ---------------------------------------------------------------------------------------
 
 
 def test_health_file_is_touched_every_round(env: Env, tmp_path: Path) -> None:
@@ -826,189 +780,6 @@ def test_health_file_is_touched_every_round(env: Env, tmp_path: Path) -> None:
     env.worker(health_file=health).run_once()
 
     assert health.exists()
-
-
-# --- signals, logs, and the worker command's settings ----------------------------------------
-
-
-def test_a_signal_only_sets_the_stop_request() -> None:
-    import os
-    import signal
-
-    shutdown = Shutdown()
-    before = signal.getsignal(signal.SIGTERM)
-    with shutdown.installed():
-        os.kill(os.getpid(), signal.SIGTERM)
-        wait_until(shutdown.is_set)  # the handler runs between two bytecodes
-
-    assert shutdown.signals == 1
-    assert shutdown.signal_name == "SIGTERM"
-    assert signal.getsignal(signal.SIGTERM) is before
-
-
-def test_json_logs_carry_the_job_fields_and_text_logs_read_well() -> None:
-    import io
-    import logging
-
-    from conveyor.events import LogObserver
-    from conveyor.logs import configure_logging
-
-    event = JobEvent(
-        Action.RETRYING, "job-1", "csv-process", 2, "w1", duration_s=0.5, reason="busy", delay_s=9
-    )
-    logger = logging.getLogger("conveyor")
-    saved = (list(logger.handlers), logger.level, logger.propagate)
-    lines = {}
-    try:
-        for fmt in ("json", "text"):
-            stream = io.StringIO()
-            configure_logging(fmt, "INFO", stream)
-            LogObserver().job_event(event)
-            lines[fmt] = stream.getvalue().strip()
-    finally:
-        logger.handlers[:], logger.level, logger.propagate = saved
-
-    data = json.loads(lines["json"])
-    assert data["level"] == "warning"
-    assert (data["job_id"], data["action"], data["attempt"]) == ("job-1", "retrying", 2)
-    assert data["duration_s"] == 0.5
-    assert "job job-1 retrying: busy (again in 9 s)" in lines["text"]
-    assert "attempt=2" in lines["text"]
-    assert "job_id=job-1" in lines["text"]  # never dropped, even when in the message
-
-
-def test_worker_processes_get_the_same_settings_through_the_environment(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from click.testing import CliRunner
-
-    import conveyor.cli.worker as cli_worker
-    from conveyor import supervisor
-    from conveyor.cli import cli
-
-    seen: list[Settings] = []
-    monkeypatch.setattr(cli_worker, "run_worker", lambda s: seen.append(s) or 0)
-    monkeypatch.setattr(cli_worker, "configure_logging", lambda *a: None)
-    args = [
-        "worker", f"--storage={tmp_path}", "--queue=sqlite:///q.db", "--visibility-timeout-s=90",
-        "--heartbeat-s=7", "--wait-s=1.5", "--batch-size=3", "--grace-s=12", "--until-empty",
-        "--empty-polls=4", "--max-jobs=9", "--max-idle-s=30", "--max-receive-count=6",
-        "--retry-base-s=2", "--retry-max-s=60", "--import=a.b", "--import=my tasks/c d.py",
-        f"--health-file={tmp_path / 'alive'}", "--log-format=json", "--log-level=debug",
-        "--ledger=postgresql://u:pw@db.example:5432/jobs",
-    ]  # fmt: skip
-    assert CliRunner().invoke(cli, args).exit_code == 0
-    from_flags = seen.pop()
-    parent = from_flags.with_(processes=4)
-    env = supervisor.child_environment(parent)
-    command = supervisor.child_command(parent)
-
-    assert command[1:4] == ["-m", "conveyor", "worker"]
-    result = CliRunner().invoke(cli, command[3:], env=env)
-
-    assert result.exit_code == 0, result.output
-    assert seen.pop() == from_flags
-    assert from_flags.wait_s == 1.5
-    assert from_flags.imports == ("a.b", "my tasks/c d.py")  # a path with spaces, intact
-    assert from_flags.ledger_url == "postgresql://u:pw@db.example:5432/jobs"
-    assert "CONVEYOR_IMPORT" not in env
-
-
-def test_the_ledger_url_comes_from_the_flag_or_its_env_twin(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from click.testing import CliRunner
-
-    import conveyor.cli.worker as cli_worker
-    from conveyor.cli import cli
-
-    seen: list[Settings] = []
-    monkeypatch.setattr(cli_worker, "run_worker", lambda s: seen.append(s) or 0)
-    monkeypatch.setattr(cli_worker, "configure_logging", lambda *a: None)
-    url = "postgresql://conveyor:hunter2@db.example/jobs"
-
-    CliRunner().invoke(cli, ["worker", f"--storage={tmp_path}"])
-    CliRunner().invoke(cli, ["worker", f"--storage={tmp_path}"], env={"CONVEYOR_LEDGER_URL": url})
-    CliRunner().invoke(cli, ["worker", f"--storage={tmp_path}", "--ledger", "sqlite:///x.db"])
-    shown = CliRunner().invoke(cli, ["worker", "--help"], env={"CONVEYOR_LEDGER_URL": url})
-
-    assert [s.ledger_url for s in seen] == [None, url, "sqlite:///x.db"]
-    assert seen[0].resolved_ledger_url == default_ledger_url(tmp_path)
-    assert "CONVEYOR_LEDGER_URL" in shown.output
-    assert "hunter2" not in shown.output
-
-
-#: A mount table with the storage on Amazon EFS (NFSv4.1) and the rest on a local disk.
-EFS_MOUNTINFO = (
-    "22 1 259:1 / / rw,relatime shared:1 - ext4 /dev/nvme0n1p1 rw\n"
-    "95 22 0:52 / {root} rw,relatime shared:50 - nfs4 fs-0123.efs.us-east-1.amazonaws.com:/ "
-    "rw,vers=4.1,rsize=1048576\n"
-)
-
-
-def test_the_embedded_ledger_is_refused_on_shared_storage(tmp_path: Path) -> None:
-    from conveyor.errors import ConfigError
-    from conveyor.worker import check_ledger_placement, network_filesystem_of
-
-    efs = tmp_path / "efs"
-    efs.mkdir()  # the mount point
-    mountinfo = EFS_MOUNTINFO.format(root=efs)
-    on_efs = Settings(storage=efs / "conveyor")  # not there yet: its mount point decides
-
-    with pytest.raises(ConfigError) as refused:
-        check_ledger_placement(on_efs, mountinfo)
-
-    assert refused.value.exit_code == 78
-    assert "\n" not in refused.value.message
-    assert "set CONVEYOR_LEDGER_URL" in refused.value.message
-    assert "nfs4" in refused.value.message
-    assert network_filesystem_of(efs, mountinfo) == "nfs4"
-    # A ledger server on shared storage is fine, and so is the embedded one on a local disk.
-    check_ledger_placement(on_efs.with_(ledger_url="postgresql://db/jobs"), mountinfo)
-    check_ledger_placement(Settings(storage=tmp_path / "local"), mountinfo)
-    assert network_filesystem_of(tmp_path / "local", mountinfo) is None
-
-
-def test_a_worker_on_shared_storage_without_a_ledger_url_exits_78_with_one_line(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from click.testing import CliRunner
-
-    import conveyor.worker.placement as worker_module
-    from conveyor.cli import cli
-
-    efs = tmp_path / "efs"
-    efs.mkdir()  # the mount point
-    real = worker_module.network_filesystem_of
-    mountinfo = EFS_MOUNTINFO.format(root=efs)
-    monkeypatch.setattr(
-        worker_module, "network_filesystem_of", lambda path, _=None: real(path, mountinfo)
-    )
-    monkeypatch.setattr("conveyor.cli.worker.configure_logging", lambda *a: None)
-
-    done = CliRunner().invoke(cli, ["worker", f"--storage={efs / 'conveyor'}", "--until-empty"])
-
-    assert done.exit_code == 78, done.output
-    (line,) = done.output.strip().splitlines()
-    assert line.startswith("conveyor: error: storage ")
-    assert "set CONVEYOR_LEDGER_URL" in line
-    assert list(efs.iterdir()) == []  # refused before creating anything
-
-
-def test_sqlite_gets_a_short_default_wait(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from click.testing import CliRunner
-
-    import conveyor.cli.worker as cli_worker
-    from conveyor.cli import cli
-
-    seen: list[Settings] = []
-    monkeypatch.setattr(cli_worker, "run_worker", lambda s: seen.append(s) or 0)
-    monkeypatch.setattr(cli_worker, "configure_logging", lambda *a: None)
-
-    CliRunner().invoke(cli, ["worker", f"--storage={tmp_path}"])
-    CliRunner().invoke(cli, ["worker", "--queue=https://sqs.us-east-1.amazonaws.com/1/q"])
-
-    assert [s.wait_s for s in seen] == [2.0, 20.0]
 
 
 # --- crashes, dead letters the queue made itself, and crash points (the fault suite) ---------
@@ -1102,78 +873,6 @@ def test_a_job_whose_worker_dies_on_every_attempt_ends_failed_with_the_reason(en
         "every attempt)"
     )
     assert not (env.root / "outputs/a.txt").exists()
-
-
-def test_reconciling_leaves_a_job_that_succeeded_alone(env: Env) -> None:
-    from conveyor.queues.base import DeadLetter
-    from conveyor.reconcile import reconcile_dead_letters
-
-    job = env.submit()
-    env.worker().run_once()
-    letter = DeadLetter("m1", job.to_json(), 3, "received 3 times (max_receive_count)")
-
-    assert reconcile_dead_letters([letter], env.ledger()) == []
-    assert env.state(job) is JobState.SUCCEEDED
-    unknown = Job(task="upper", input="inputs/x", output="outputs/x")
-    letter = DeadLetter("m2", unknown.to_json(), 2, None)
-    assert reconcile_dead_letters([letter, letter], env.ledger()) == [unknown.job_id]
-    record = env.ledger().get(unknown.job_id)
-    assert record is not None
-    assert (record.state, record.attempts, record.task) == (JobState.FAILED, 2, "upper")
-    assert record.error is not None
-    assert "dead-lettered after 2 receives; last error: none recorded" in record.error
-
-
-class _CountingQueue(MemoryQueue):
-    """A memory queue posing as a remote one, counting the calls a dead-letter check makes."""
-
-    tracks_reconciliation = False  # like SQS: no "reconciled" mark on dead letters
-
-    def __init__(self, clock: ManualClock) -> None:
-        super().__init__(visibility_timeout_s=VISIBILITY_S, max_receive_count=1, clock=clock)
-        self.url = "https://sqs.us-east-1.amazonaws.com/123456789012/q"
-        self.calls: dict[str, int] = {"stats": 0, "dead_letters": 0}
-
-    def stats(self) -> Any:
-        self.calls["stats"] += 1
-        return super().stats()
-
-    def dead_letters(self, limit: int = 100) -> Any:
-        self.calls["dead_letters"] += 1
-        return super().dead_letters(limit)
-
-
-def test_an_idle_worker_on_sqs_looks_at_the_dead_letter_queue_once_after_work_only(
-    tmp_path: Path,
-) -> None:
-    from conveyor.reconcile import DeadLetterWatch
-
-    clock = ManualClock()
-    queue = _CountingQueue(clock)
-    ledger = open_ledger(default_ledger_url(tmp_path))
-    watch = DeadLetterWatch(queue, ledger, worker="w", clock=clock)
-    # Ten idle minutes of 20 s long polls: no request beyond the polls (3 a minute).
-    for _ in range(30):
-        watch.poll()
-        clock.advance(20)
-    assert queue.calls == {"stats": 0, "dead_letters": 0}
-
-    job = Job(task="upper", input="inputs/a", output="outputs/a")
-    queue.send(Outgoing(job.to_json()))
-    queue.receive(1, 0)  # its worker dies; the next receive dead-letters it
-    watch.note_activity()
-    clock.advance(VISIBILITY_S + 1)
-    assert queue.receive(1, 0) == []
-    clock.advance(60)
-
-    assert watch.poll() == [job.job_id]
-    # Idle again: ten more minutes cost nothing, and the way out lists nothing new.
-    for _ in range(30):
-        assert watch.poll() == []
-        clock.advance(20)
-    assert watch.poll(final=True) == []
-    assert queue.calls == {"stats": 2, "dead_letters": 1}
-    ledger.close()
 
 
 def test_until_empty_reuses_the_counts_it_fetched_for_the_dead_letter_check(env: Env) -> None:
