@@ -14,7 +14,7 @@ from conveyor import supervisor
 from conveyor.cli import cli
 from conveyor.ledger import default_ledger_url
 from conveyor.settings import Settings
-from tests.unit.test_worker_placement import EFS_MOUNTINFO
+from tests.unit.worker.test_placement import EFS_MOUNTINFO
 
 
 def test_worker_processes_get_the_same_settings_through_the_environment(
