@@ -133,3 +133,8 @@ class Interrupted(ConveyorError):
     """Stopped by SIGTERM or SIGINT before the work was done; running it again can finish it."""
 
     exit_code = 75  # EX_TEMPFAIL
+
+
+#: Errors no retry fixes: the queue cannot be used at all. They end a worker (exit 78)
+#: through every boundary that catches other errors.
+FATAL_ERRORS = (ConfigError, QueueNotFound, AccessDenied)

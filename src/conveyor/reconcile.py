@@ -13,7 +13,7 @@ import math
 from collections.abc import Callable, Iterable
 from urllib.parse import urlsplit
 
-from conveyor.errors import AccessDenied, ConfigError, ConveyorError, QueueNotFound
+from conveyor.errors import FATAL_ERRORS, ConveyorError
 from conveyor.jobs import TERMINAL, Job, JobState, job_id_of
 from conveyor.ledger import JobRecord, Ledger, LedgerEvent
 from conveyor.queues.base import DeadLetter, Queue, QueueStats
@@ -36,8 +36,6 @@ BATCH = 500
 REMOTE_LIST_MAX = 10_000
 #: Dead letters listed when the queue's count is not known.
 LIST_LIMIT = 1000
-
-_FATAL = (ConfigError, QueueNotFound, AccessDenied)
 
 
 def _job_of(body: str) -> tuple[str, Job | None] | None:
@@ -248,7 +246,7 @@ class DeadLetterWatch:
         self._active = False
         try:
             reconciled = self._look(fresh)
-        except _FATAL:
+        except FATAL_ERRORS:
             raise
         except ConveyorError as exc:
             self._seen = None  # look again next time

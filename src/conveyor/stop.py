@@ -13,7 +13,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
 
-from conveyor.errors import AccessDenied, ConfigError, ConveyorError, QueueNotFound
+from conveyor.errors import FATAL_ERRORS, ConveyorError
 from conveyor.jobs import JobState
 from conveyor.settings import EXIT_INTERRUPTED, Settings
 
@@ -21,12 +21,12 @@ if TYPE_CHECKING:
     from conveyor.ledger import Ledger
 
 log = logging.getLogger("conveyor.stop")
+#: The worker's own log, where it says it is stopping.
+worker_log = logging.getLogger("conveyor.worker")
 
 
 #: Ledger states of a job that may still need a worker: it has not ended.
 OPEN_STATES: tuple[JobState, ...] = (JobState.QUEUED, JobState.RUNNING, JobState.RETRYING)
-#: Queue errors no retry fixes: a stop policy lets them end the worker (exit 78).
-_FATAL = (ConfigError, QueueNotFound, AccessDenied)
 
 
 @dataclass(frozen=True)
@@ -143,7 +143,7 @@ class UntilEmpty:
         """Whether the queue counts nothing pending; False when it could not be asked."""
         try:
             return state.pending() == 0
-        except _FATAL:
+        except FATAL_ERRORS:
             raise
         except ConveyorError as exc:
             log.warning("cannot count the queue's messages: %s", exc.message)
@@ -291,3 +291,41 @@ class Shutdown:
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
+
+
+class StopWatch:
+    """A worker's view of the stop request: when it first saw it (logged once), and
+    whether the grace period a running job gets since then is over.
+
+    Args:
+        shutdown: the stop request a signal handler sets.
+        clock: monotonic seconds (the worker's clock).
+        grace_s: seconds a running job may still take once a stop was seen.
+    """
+
+    def __init__(self, shutdown: Shutdown, clock: Callable[[], float], grace_s: float) -> None:
+        self.shutdown = shutdown
+        self.grace_s = grace_s
+        self._clock = clock
+        self._seen_at: float | None = None
+
+    def stopping(self) -> bool:
+        """Whether a stop was requested; notes (and logs) when this worker first saw it."""
+        if not self.shutdown.is_set():
+            return False
+        if self._seen_at is None:
+            self._seen_at = self._clock()
+            worker_log.warning(
+                "%s: stopping; a running job gets %g s to finish",
+                self.shutdown.signal_name,
+                self.grace_s,
+                extra={"action": "shutdown"},
+            )
+        return True
+
+    def grace_over(self) -> bool:
+        """Whether a stop was requested at least ``grace_s`` ago (by the worker's clock)."""
+        if not self.stopping():
+            return False
+        assert self._seen_at is not None
+        return self._clock() - self._seen_at >= self.grace_s

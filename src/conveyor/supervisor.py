@@ -45,8 +45,10 @@ def run_worker(settings: Settings) -> int:
     """
     # The worker's imports load only for this command.
     from conveyor.worker import Worker, check_ledger_placement
+    from conveyor.worker.hooks import CrashPoints
 
     check_ledger_placement(settings)
+    hooks = CrashPoints.from_env(os.environ)  # test-only; read once, at start-up
     # Started before anything was submitted (the usual order on Kubernetes): make the
     # storage root, then wait for jobs.
     make_storage_root(settings.storage)
@@ -68,7 +70,7 @@ def run_worker(settings: Settings) -> int:
             extra={"action": "metrics"},
         )
     try:
-        worker = Worker(queue, settings, shutdown=shutdown, observers=observers)
+        worker = Worker(queue, settings, shutdown=shutdown, observers=observers, hooks=hooks)
     except BaseException:
         queue.close()
         if metrics_server is not None:

@@ -61,9 +61,11 @@ def make_worker(
         wait_s=0,
         heartbeat_every_s=HEARTBEAT_S,
     )
-    return Worker(
+    worker = Worker(
         queue, settings, registry=registry, observers=[m], clock=clock, backoff=ZeroBackoff()
     )
+    worker.pace.warm(0.0)  # a full first round (a fresh worker's takes one message)
+    return worker
 
 
 def send(queue: MemoryQueue, task: str) -> Job:

@@ -1,4 +1,5 @@
-"""``--until-empty``'s exit evidence (stop.py), with fake loop states and a real worker loop."""
+"""Stop policies and ``--until-empty``'s exit evidence (stop.py), with fake loop states and a
+real worker loop; the shutdown signal."""
 
 from __future__ import annotations
 
@@ -20,8 +21,10 @@ from conveyor.stop import (
     OPEN_STATES,
     AnyOf,
     LoopState,
+    MaxIdle,
     MaxJobs,
     RunForever,
+    Shutdown,
     UntilEmpty,
     counts_are_exact,
     open_job_count,
@@ -248,19 +251,20 @@ def test_policy_from_settings_keeps_until_empty_beside_the_other_policies() -> N
 
 
 class CountingQueue(MemoryQueue):
-    """A memory queue that counts receives, and can pose as SQS (approximate counts)."""
+    """A memory queue that counts empty receives, and can pose as SQS (approximate counts)."""
 
     def __init__(self, url: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if url is not None:
             self.url = url
-        self.receives = 0
+        self.empty_receives = 0
 
     def receive(
         self, max_messages: int, wait_s: float, visibility_timeout_s: int | None = None
     ) -> list[Received]:
-        self.receives += 1
-        return super().receive(max_messages, wait_s, visibility_timeout_s)
+        received = super().receive(max_messages, wait_s, visibility_timeout_s)
+        self.empty_receives += not received
+        return received
 
 
 @pytest.fixture
@@ -290,7 +294,7 @@ def drain(tmp_path: Path, queue: CountingQueue, ledger: Ledger, jobs: int) -> in
     records = ledger.get_many(job.job_id for job in sent)
     assert len(records) == jobs
     assert {record.state for record in records.values()} == {JobState.SUCCEEDED}
-    return queue.receives - 1  # one receive got the jobs
+    return queue.empty_receives
 
 
 def test_a_worker_on_an_exact_queue_exits_after_one_empty_receive(
@@ -316,3 +320,42 @@ def test_a_worker_on_sqs_waits_the_empty_polls_when_the_ledger_has_open_jobs(
     queue = CountingQueue(SQS_URL, clock=ManualClock())
 
     assert drain(tmp_path, queue, ledger, jobs=3) == 3
+
+
+# --- other policies, and the shutdown signal -------------------------------------------
+
+
+def test_until_empty_needs_consecutive_empty_polls_with_nothing_pending() -> None:
+    policy = UntilEmpty(empty_polls=2)
+
+    assert not policy.should_stop(state(rounds=0))
+    assert not policy.should_stop(state())
+    assert not policy.should_stop(state(pending=lambda: 1))  # a job in flight elsewhere
+    assert not policy.should_stop(state())
+    assert not policy.should_stop(state(last_received=3))
+    assert not policy.should_stop(state())
+    assert policy.should_stop(state())
+
+
+def test_max_idle_and_max_jobs_combined() -> None:
+    policy = AnyOf([MaxJobs(5), MaxIdle(60)])
+
+    assert not policy.should_stop(state(jobs=4, idle_s=59))
+    assert policy.receive_limit(state(jobs=4)) == 1
+    assert policy.should_stop(state(jobs=5))
+    assert policy.should_stop(state(jobs=0, idle_s=60))
+
+
+def test_a_signal_only_sets_the_stop_request() -> None:
+    import os
+    import signal
+
+    shutdown = Shutdown()
+    before = signal.getsignal(signal.SIGTERM)
+    with shutdown.installed():
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert shutdown.wait(10)  # the handler runs between two bytecodes
+
+    assert shutdown.signals == 1
+    assert shutdown.signal_name == "SIGTERM"
+    assert signal.getsignal(signal.SIGTERM) is before
