@@ -32,7 +32,7 @@ def send_completions(
     next idle worker sends it (:func:`send_due_completions`).
     """
     sent = 0
-    fifo = bool(getattr(queue, "fifo", False))
+    fifo = queue.fifo
     max_bytes = min(CLAIM_THRESHOLD_BYTES, queue.max_message_bytes)
     for start in range(0, len(completions), MAX_BATCH):
         batch = completions[start : start + MAX_BATCH]

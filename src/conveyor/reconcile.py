@@ -11,7 +11,6 @@ import contextlib
 import logging
 import math
 from collections.abc import Callable, Iterable
-from urllib.parse import urlsplit
 
 from conveyor.errors import FATAL_ERRORS, ConveyorError
 from conveyor.jobs import TERMINAL, Job, JobState, job_id_of
@@ -166,10 +165,9 @@ def reconcile_queue(
     return reconciled
 
 
-def check_every_s(queue_url: str) -> float:
-    """How often an idle worker may look at the dead-letter queue of ``queue_url``."""
-    remote = urlsplit(queue_url).scheme in ("http", "https")
-    return REMOTE_CHECK_EVERY_S if remote else LOCAL_CHECK_EVERY_S
+def check_every_s(queue: Queue) -> float:
+    """How often an idle worker may look at the dead-letter queue of ``queue``."""
+    return REMOTE_CHECK_EVERY_S if queue.remote else LOCAL_CHECK_EVERY_S
 
 
 class DeadLetterWatch:
@@ -206,8 +204,8 @@ class DeadLetterWatch:
         self.ledger = ledger
         self.worker = worker
         self.storage = storage
-        self.every_s = check_every_s(queue.url) if every_s is None else every_s
-        self._remote = urlsplit(queue.url).scheme in ("http", "https")
+        self.every_s = check_every_s(queue) if every_s is None else every_s
+        self._remote = queue.remote
         self._active = False
         self._clock = clock
         self._checked_at = -math.inf

@@ -11,7 +11,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, Protocol
-from urllib.parse import urlsplit
 
 from conveyor.errors import FATAL_ERRORS, ConveyorError
 from conveyor.jobs import JobState
@@ -19,6 +18,7 @@ from conveyor.settings import EXIT_INTERRUPTED, Settings
 
 if TYPE_CHECKING:
     from conveyor.ledger import Ledger
+    from conveyor.queues.base import Queue
 
 log = logging.getLogger("conveyor.stop")
 #: The worker's own log, where it says it is stopping.
@@ -55,13 +55,10 @@ class LoopState:
     open_jobs: Callable[[], int] | None = None
 
 
-def counts_are_exact(queue_url: str) -> bool:
-    """Whether the queue at ``queue_url`` counts its messages exactly.
-
-    The embedded queues (``sqlite:``, ``memory:``) count in one transaction; any
-    ``http(s)`` URL is an SQS-compatible server, whose ``ApproximateNumberOf*`` counts lag.
-    """
-    return urlsplit(queue_url).scheme not in ("http", "https")
+def counts_are_exact(queue: Queue) -> bool:
+    """Whether ``queue`` counts its messages exactly: the embedded queues (SQLite, memory)
+    count in one transaction; an SQS-compatible server's ``ApproximateNumberOf*`` lag."""
+    return not queue.remote
 
 
 def open_job_count(ledger: Ledger) -> int:

@@ -41,6 +41,16 @@ def eventually(check: Callable[[], bool], timeout_s: float = 10.0) -> bool:
 # --- sending and receiving ---------------------------------------------------------------
 
 
+def test_only_sqs_is_remote_and_fifo_is_what_was_made(
+    make_queue: QueueFactory, queue_backend: str
+) -> None:
+    queue = make_queue()
+    assert queue.remote is (queue_backend == "sqs")
+    assert queue.fifo is False
+    if queue_backend == "sqs":
+        assert make_queue(fifo=True).fifo is True
+
+
 def test_round_trip_keeps_bodies_and_ids(make_queue: QueueFactory) -> None:
     queue = make_queue()
     bodies = ['{"v": 1, "job_id": "a"}', '{"text": "é ✓ \\u0000"}', "plain"]

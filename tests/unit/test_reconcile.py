@@ -41,6 +41,7 @@ class _CountingQueue(MemoryQueue):
     """A memory queue posing as a remote one, counting the calls a dead-letter check makes."""
 
     tracks_reconciliation = False  # like SQS: no "reconciled" mark on dead letters
+    remote = True  # type: ignore[assignment]  # like SQS: every call is a billed request
 
     def __init__(self, clock: ManualClock) -> None:
         super().__init__(visibility_timeout_s=VISIBILITY_S, max_receive_count=1, clock=clock)

@@ -175,7 +175,7 @@ class Worker:
                 last_received=last_received,
                 idle_s=self._clock() - last_message_at,
                 pending=self.dead_letters.pending,
-                exact_counts=counts_are_exact(self.queue.url),
+                exact_counts=counts_are_exact(self.queue),
                 open_jobs=functools.partial(open_job_count, self.ledger),
             )
             if policy.should_stop(state):
