@@ -26,8 +26,11 @@ class Action(enum.StrEnum):
 
 
 @dataclass(frozen=True)
-class JobEvent:
-    """One job outcome (or receive, start, lease extension), as seen by a worker.
+class WorkerEvent:
+    """What a worker did with one message (received, started, a lease extended, acked,
+    retried, dead-lettered...), reported to its observers (logs, metrics). Not to be
+    confused with :class:`conveyor.ledger.LedgerEvent`, a job's state change written to
+    the ledger: one worker event may write none, one or several of those.
 
     Attributes:
         action: what happened.
@@ -54,10 +57,10 @@ class JobEvent:
     result: Mapping[str, object] | None = None
 
 
-class JobObserver(Protocol):
+class WorkerObserver(Protocol):
     """Receives every job event of a worker (logging, metrics). Must not raise."""
 
-    def job_event(self, event: JobEvent) -> None:
+    def worker_event(self, event: WorkerEvent) -> None:
         """Handle one event; called on the worker's main thread."""
 
 
@@ -67,7 +70,7 @@ class LogObserver:
     def __init__(self, logger: logging.Logger | None = None) -> None:
         self._logger = logger or logging.getLogger("conveyor.worker")
 
-    def job_event(self, event: JobEvent) -> None:
+    def worker_event(self, event: WorkerEvent) -> None:
         """Log the event: warnings for retries and lost leases, errors for failures."""
         level = {
             Action.FAILED: logging.ERROR,

@@ -25,7 +25,7 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from conveyor.errors import ConfigError
-from conveyor.events import Action, JobEvent
+from conveyor.events import Action, WorkerEvent
 from conveyor.queues.base import Queue
 
 #: Seconds a task may run: from no-op jobs to the hours a large CSV can take.
@@ -148,7 +148,7 @@ class WorkerMetrics:
             ProcessCollector(registry=reg)
             PlatformCollector(registry=reg)
 
-    def job_event(self, event: JobEvent) -> None:
+    def worker_event(self, event: WorkerEvent) -> None:
         """Update the metrics for one worker event. Never raises for a well-formed event."""
         task = event.task or UNKNOWN_TASK
         action = event.action
@@ -192,7 +192,7 @@ class WorkerMetrics:
             ) from exc
         return MetricsServer(server, thread)
 
-    def _started(self, event: JobEvent, task: str) -> None:
+    def _started(self, event: WorkerEvent, task: str) -> None:
         if event.submitted_at is not None:
             # Another machine's clock stamped the submit: a small skew must not go negative.
             wait_s = max(0.0, self._clock() - event.submitted_at)
@@ -202,7 +202,7 @@ class WorkerMetrics:
                 self._running.add(event.job_id)
                 self.in_progress.set(len(self._running))
 
-    def _ended(self, event: JobEvent) -> None:
+    def _ended(self, event: WorkerEvent) -> None:
         if event.job_id is None:
             return
         with self._lock:

@@ -14,7 +14,7 @@ from types import FrameType
 
 from conveyor.client import open_configured_queue
 from conveyor.errors import ConfigError
-from conveyor.events import JobObserver, LogObserver
+from conveyor.events import LogObserver, WorkerObserver
 from conveyor.ledger import redact_url
 from conveyor.settings import (
     EXIT_CONFIG,
@@ -55,7 +55,7 @@ def run_worker(settings: Settings) -> int:
     import_tasks(settings.imports)
     queue = open_configured_queue(settings)
     shutdown = Shutdown()
-    observers: list[JobObserver] = [LogObserver()]
+    observers: list[WorkerObserver] = [LogObserver()]
     metrics_server = None
     if settings.metrics_port is not None:
         from conveyor.metrics import WorkerMetrics

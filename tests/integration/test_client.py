@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conveyor.client import Client
-from conveyor.events import Action, JobEvent
+from conveyor.events import Action, WorkerEvent
 from conveyor.jobs import CLAIM_THRESHOLD_BYTES, Job, JobState
 from conveyor.queues.base import Queue
 from conveyor.settings import Settings
@@ -33,7 +33,7 @@ class Scene:
     storage: Path
     work: Path
     markers: Path
-    events: list[JobEvent]
+    events: list[WorkerEvent]
 
     def run_worker(self, jobs: int) -> threading.Thread:
         """A worker in a thread that stops after handling ``jobs`` messages."""
@@ -52,7 +52,7 @@ class Scene:
         thread.start()
         return thread
 
-    def job_event(self, event: JobEvent) -> None:
+    def worker_event(self, event: WorkerEvent) -> None:
         self.events.append(event)
 
     def inputs(self, count: int) -> list[Path]:

@@ -6,12 +6,12 @@ import io
 import json
 import logging
 
-from conveyor.events import Action, JobEvent, LogObserver
+from conveyor.events import Action, LogObserver, WorkerEvent
 from conveyor.logs import configure_logging
 
 
 def test_json_logs_carry_the_job_fields_and_text_logs_read_well() -> None:
-    event = JobEvent(
+    event = WorkerEvent(
         Action.RETRYING, "job-1", "csv-process", 2, "w1", duration_s=0.5, reason="busy", delay_s=9
     )
     logger = logging.getLogger("conveyor")
@@ -21,7 +21,7 @@ def test_json_logs_carry_the_job_fields_and_text_logs_read_well() -> None:
         for fmt in ("json", "text"):
             stream = io.StringIO()
             configure_logging(fmt, "INFO", stream)
-            LogObserver().job_event(event)
+            LogObserver().worker_event(event)
             lines[fmt] = stream.getvalue().strip()
     finally:
         logger.handlers[:], logger.level, logger.propagate = saved

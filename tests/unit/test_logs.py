@@ -10,7 +10,7 @@ import shlex
 
 import pytest
 
-from conveyor.events import Action, JobEvent, LogObserver
+from conveyor.events import Action, LogObserver, WorkerEvent
 from conveyor.logs import FIELDS, JsonFormatter, TextFormatter, configure_logging
 
 
@@ -82,8 +82,8 @@ def test_a_job_event_logs_every_field_in_text_and_json() -> None:
         stream = io.StringIO()
         configure_logging(log_format, "INFO", stream)
         try:
-            LogObserver().job_event(
-                JobEvent(
+            LogObserver().worker_event(
+                WorkerEvent(
                     Action.SUCCEEDED,
                     job_id="11",
                     task="t1",

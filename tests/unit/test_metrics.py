@@ -10,7 +10,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conveyor.errors import BadInput
-from conveyor.events import Action, JobEvent
+from conveyor.events import Action, WorkerEvent
 from conveyor.jobs import Job
 from conveyor.metrics import QueueRequestCollector, WorkerMetrics
 from conveyor.queues.base import Outgoing
@@ -35,9 +35,9 @@ def value(metrics: WorkerMetrics, name: str, **labels: str) -> float:
     return 0.0 if found is None else found
 
 
-def event(action: Action, **fields: object) -> JobEvent:
+def event(action: Action, **fields: object) -> WorkerEvent:
     base: dict[str, object] = {"job_id": "j1", "task": "t", "attempt": 1, "worker": "w"}
-    return JobEvent(action=action, **{**base, **fields})  # type: ignore[arg-type]
+    return WorkerEvent(action=action, **{**base, **fields})  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -149,8 +149,8 @@ def test_heartbeat_extensions_are_counted(
 def test_queue_wait_is_measured_from_the_submit_time_and_never_negative() -> None:
     metrics = WorkerMetrics(clock=lambda: 1_000.0, process_metrics=False)
 
-    metrics.job_event(event(Action.STARTED, submitted_at=970.0))
-    metrics.job_event(event(Action.STARTED, job_id="j2", submitted_at=1_002.0))  # skewed clock
+    metrics.worker_event(event(Action.STARTED, submitted_at=970.0))
+    metrics.worker_event(event(Action.STARTED, job_id="j2", submitted_at=1_002.0))  # skewed clock
 
     assert value(metrics, "conveyor_job_queue_wait_seconds_sum", task="t") == 30.0
     assert value(metrics, "conveyor_job_queue_wait_seconds_count", task="t") == 2
@@ -160,7 +160,7 @@ def test_queue_wait_is_measured_from_the_submit_time_and_never_negative() -> Non
 @pytest.mark.parametrize("rows", ["many", True, -1, 2.5, None])
 def test_rows_that_are_not_a_count_are_ignored(rows: object) -> None:
     metrics = WorkerMetrics(process_metrics=False)
-    metrics.job_event(event(Action.SUCCEEDED, result={"rows": rows}))
+    metrics.worker_event(event(Action.SUCCEEDED, result={"rows": rows}))
     assert value(metrics, "conveyor_rows_processed_total", task="t") == 0
     assert value(metrics, "conveyor_jobs_total", task="t", outcome="succeeded") == 1
 
@@ -168,19 +168,19 @@ def test_rows_that_are_not_a_count_are_ignored(rows: object) -> None:
 def test_in_progress_follows_started_jobs_and_never_goes_negative() -> None:
     metrics = WorkerMetrics(process_metrics=False)
 
-    metrics.job_event(event(Action.STARTED))
-    metrics.job_event(event(Action.STARTED, job_id="j2"))
+    metrics.worker_event(event(Action.STARTED))
+    metrics.worker_event(event(Action.STARTED, job_id="j2"))
     assert value(metrics, "conveyor_jobs_in_progress") == 2
-    metrics.job_event(event(Action.SUCCEEDED, duration_s=1.5))
-    metrics.job_event(event(Action.FAILED, job_id="never-started"))
+    metrics.worker_event(event(Action.SUCCEEDED, duration_s=1.5))
+    metrics.worker_event(event(Action.FAILED, job_id="never-started"))
     assert value(metrics, "conveyor_jobs_in_progress") == 1
-    metrics.job_event(event(Action.RELEASED, job_id="j2"))
+    metrics.worker_event(event(Action.RELEASED, job_id="j2"))
     assert value(metrics, "conveyor_jobs_in_progress") == 0
 
 
 def test_a_message_without_a_task_is_labelled_unknown() -> None:
     metrics = WorkerMetrics(process_metrics=False)
-    metrics.job_event(event(Action.FAILED, job_id=None, task=None))
+    metrics.worker_event(event(Action.FAILED, job_id=None, task=None))
     assert value(metrics, "conveyor_jobs_total", task="unknown", outcome="failed") == 1
     assert value(metrics, "conveyor_dead_letters_total", task="unknown") == 1
 
@@ -198,15 +198,15 @@ def test_queue_requests_are_read_at_scrape_time() -> None:
 
 def test_two_workers_in_one_process_keep_separate_counts() -> None:
     first, second = WorkerMetrics(process_metrics=False), WorkerMetrics(process_metrics=False)
-    first.job_event(event(Action.SUCCEEDED))
+    first.worker_event(event(Action.SUCCEEDED))
     assert value(first, "conveyor_jobs_total", task="t", outcome="succeeded") == 1
     assert value(second, "conveyor_jobs_total", task="t", outcome="succeeded") == 0
 
 
 def test_render_is_prometheus_text_with_every_metric_documented() -> None:
     metrics = WorkerMetrics(MemoryQueue(), process_metrics=True)
-    metrics.job_event(event(Action.RECEIVED, attempt=2))
-    metrics.job_event(event(Action.LEASE_EXTENDED))
+    metrics.worker_event(event(Action.RECEIVED, attempt=2))
+    metrics.worker_event(event(Action.LEASE_EXTENDED))
 
     families = {f.name: f for f in text_string_to_metric_families(metrics.render().decode())}
 

@@ -8,7 +8,7 @@ import logging
 from collections.abc import Callable
 
 from conveyor.errors import FATAL_ERRORS, BadInput, LeaseLost
-from conveyor.events import Action, JobEvent
+from conveyor.events import Action, WorkerEvent
 from conveyor.jobs import JobState, decode_from_queue
 from conveyor.ledger import JobRecord
 from conveyor.stop import StopWatch
@@ -50,7 +50,7 @@ class JobHandler:
         self.stop = stop
         self._clock = clock
 
-    def handle(self, flight: InFlight, round_: Round) -> JobEvent:
+    def handle(self, flight: InFlight, round_: Round) -> WorkerEvent:
         """Handle one message: the per-job boundary, which always ends in an event."""
         emit = self.journal.emit
         try:
@@ -72,7 +72,7 @@ class JobHandler:
         except Exception as exc:
             return self._settle(flight, functools.partial(self.outcomes.failed, flight, exc))
 
-    def _settle(self, flight: InFlight, outcome: Callable[[], JobEvent]) -> JobEvent:
+    def _settle(self, flight: InFlight, outcome: Callable[[], WorkerEvent]) -> WorkerEvent:
         """Apply a failure's outcome (retry, dead-letter, give back) to the queue and ledger.
 
         If that fails too, the message is left alone: it comes back after its visibility
@@ -89,7 +89,7 @@ class JobHandler:
             reason = f"not settled: {reason_of(exc)}"
             return self.journal.emit(Action.LEASE_LOST, flight, reason=reason)
 
-    def _process(self, flight: InFlight, round_: Round) -> JobEvent:
+    def _process(self, flight: InFlight, round_: Round) -> WorkerEvent:
         """Decode, check, run, publish, record; queue the ack. Raises on any failure."""
         received = flight.received
         try:

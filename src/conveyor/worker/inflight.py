@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from conveyor.errors import FATAL_ERRORS, ConveyorError, LeaseLost, TransientQueueError
-from conveyor.events import Action, JobEvent
+from conveyor.events import Action, WorkerEvent
 from conveyor.jobs import Job, job_id_of
 from conveyor.ledger import JobRecord, LedgerEvent
 from conveyor.queues.base import Queue, Received
@@ -96,7 +96,7 @@ class RoundResult:
     """
 
     received: int = 0
-    events: list[JobEvent] = field(default_factory=list)
+    events: list[WorkerEvent] = field(default_factory=list)
     acked: int = 0
     interrupted: bool = False
     error: str | None = None
@@ -125,7 +125,7 @@ class Heartbeat:
         visibility_timeout_s: int,
         every_s: float,
         clock: Callable[[], float],
-        emit: Callable[[Action, InFlight], JobEvent],
+        emit: Callable[[Action, InFlight], WorkerEvent],
         on_beat: Callable[[], None],
     ) -> None:
         self.queue = queue

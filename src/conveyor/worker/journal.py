@@ -10,7 +10,7 @@ from pathlib import Path
 
 from conveyor.completions import send_completions
 from conveyor.errors import FATAL_ERRORS, ConveyorError
-from conveyor.events import Action, JobEvent, JobObserver
+from conveyor.events import Action, WorkerEvent, WorkerObserver
 from conveyor.jobs import JobState
 from conveyor.ledger import Completion, JobRecord, Ledger, LedgerEvent
 from conveyor.queues.base import Queue
@@ -43,7 +43,7 @@ class Journal:
         queue: Queue,
         ledger: Ledger,
         storage: Storage,
-        observers: list[JobObserver],
+        observers: list[WorkerObserver],
         clock: Callable[[], float],
     ) -> None:
         self.name = name
@@ -64,10 +64,10 @@ class Journal:
         reason: str | None = None,
         delay_s: int | None = None,
         result: TaskResult = None,
-    ) -> JobEvent:
+    ) -> WorkerEvent:
         """Tell every observer (logs, metrics) what happened to a job; the one place."""
         job = flight.job
-        event = JobEvent(
+        event = WorkerEvent(
             action=action,
             job_id=flight.job_id,
             task=job.task if job is not None else None,
@@ -81,7 +81,7 @@ class Journal:
         )
         for observer in self.observers:
             try:
-                observer.job_event(event)
+                observer.worker_event(event)
             except Exception:
                 log.exception("job observer %r failed", observer)
         return event

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from conveyor.backoff import Backoff, ExponentialBackoff
 from conveyor.completions import send_due_completions
 from conveyor.errors import FATAL_ERRORS, ConveyorError
-from conveyor.events import Action, JobObserver, LogObserver
+from conveyor.events import Action, LogObserver, WorkerObserver
 from conveyor.ledger import Ledger, open_ledger
 from conveyor.queues.base import MAX_BATCH, Queue
 from conveyor.reconcile import DeadLetterWatch
@@ -78,7 +78,7 @@ class Worker:
         *,
         ledger: Ledger | None = None,
         registry: TaskRegistry | None = None,
-        observers: Sequence[JobObserver] | None = None,
+        observers: Sequence[WorkerObserver] | None = None,
         clock: Callable[[], float] = time.monotonic,
         shutdown: Shutdown | None = None,
         backoff: Backoff | None = None,
@@ -93,7 +93,7 @@ class Worker:
             ledger = open_ledger(settings.resolved_ledger_url)
         self.ledger = ledger
         self.registry = registry or default_registry()
-        self.observers: list[JobObserver] = (
+        self.observers: list[WorkerObserver] = (
             list(observers) if observers is not None else [LogObserver()]
         )
         self.shutdown = shutdown or Shutdown()

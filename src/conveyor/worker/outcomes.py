@@ -7,7 +7,7 @@ import logging
 
 from conveyor.backoff import Backoff
 from conveyor.errors import FATAL_ERRORS, BadInput, ConveyorError
-from conveyor.events import Action, JobEvent
+from conveyor.events import Action, WorkerEvent
 from conveyor.jobs import Job, JobState, release_claim
 from conveyor.queues.base import Queue
 from conveyor.storage import Storage
@@ -46,7 +46,7 @@ class Outcomes:
         self.storage = storage
         self.hooks = hooks
 
-    def failed(self, flight: InFlight, exc: BaseException) -> JobEvent:
+    def failed(self, flight: InFlight, exc: BaseException) -> WorkerEvent:
         """A job raised: dead-letter it if permanent or out of attempts, else retry later."""
         attempt = flight.received.receive_count
         reason = reason_of(exc)
@@ -70,13 +70,13 @@ class Outcomes:
         self.queue.release(flight.received.lease, delay_s)
         return self.journal.emit(Action.RETRYING, flight, reason=reason, delay_s=delay_s)
 
-    def dead_letter(self, flight: InFlight, reason: str) -> JobEvent:
+    def dead_letter(self, flight: InFlight, reason: str) -> WorkerEvent:
         """Record the job as failed (if it has an id) and move its message to the DLQ."""
         self.journal.record(flight, JobState.FAILED, error=reason)
         self.queue.dead_letter(flight.received.lease, reason)
         return self.journal.emit(Action.FAILED, flight, reason=reason)
 
-    def give_back(self, flight: InFlight, reason: str) -> JobEvent:
+    def give_back(self, flight: InFlight, reason: str) -> WorkerEvent:
         """Release a message now (visibility 0) so another worker takes it at once."""
         self.journal.record(flight, JobState.RETRYING, error=reason)
         self.queue.release(flight.received.lease, 0)
@@ -92,7 +92,7 @@ class Outcomes:
                 error = f"not started: {why}"
                 round_.defer(self.journal.event(flight, JobState.RETRYING, error=error))
 
-    def release_unstarted(self, round_: Round) -> list[JobEvent]:
+    def release_unstarted(self, round_: Round) -> list[WorkerEvent]:
         """Give back the messages of the round that never started (stop request, error)."""
         pending = [flight for flight in round_.unstarted if not flight.lost.is_set()]
         if not pending:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from conveyor.events import JobEvent
+from conveyor.events import WorkerEvent
 from conveyor.jobs import Job, JobState
 from conveyor.ledger import Ledger
 from conveyor.queues.base import Outgoing
@@ -26,9 +26,9 @@ VISIBILITY_S = 30
 class Recorder:
     """A job observer that keeps every event (the hook metrics will use)."""
 
-    events: list[JobEvent] = field(default_factory=list)
+    events: list[WorkerEvent] = field(default_factory=list)
 
-    def job_event(self, event: JobEvent) -> None:
+    def worker_event(self, event: WorkerEvent) -> None:
         self.events.append(event)
 
 
@@ -104,6 +104,6 @@ class Env:
         return None if record is None else record.state
 
 
-def only(result: RoundResult) -> JobEvent:
+def only(result: RoundResult) -> WorkerEvent:
     assert len(result.events) == 1, result.events
     return result.events[0]
