@@ -250,6 +250,7 @@ class Worker:
             self.outcomes.note_not_started(round_)
             result.events.extend(self.outcomes.release_unstarted(round_))
             result.acked = self.outcomes.record_and_ack(round_)
+            self.pace.note_round(result.received)
         return result
 
     def _pause(self, seconds: float) -> None:

@@ -37,6 +37,9 @@ class Pace:
         self._expected_s: dict[str, float] = {}
         #: How long recent jobs took, any task (None before the first).
         self._recent_s: float | None = None
+        #: The prefetch until a job has run here: 1, doubled after each round that
+        #: received messages but ran none (skipped, cancelled, malformed ones).
+        self._cold = 1
 
     def learn(self, task: str, duration_s: float) -> None:
         """Note how long a run of ``task`` took (a slow run is forgotten over a few more)."""
@@ -44,6 +47,12 @@ class Pace:
         self._expected_s[task] = max(duration_s, before_s * DURATION_DECAY)
         recent_s = self._recent_s or 0.0
         self._recent_s = max(duration_s, recent_s * DURATION_DECAY)
+
+    def note_round(self, received: int) -> None:
+        """After a round that received ``received`` messages: while no job has run yet (all
+        were skipped, cancelled or malformed), take twice as many next time."""
+        if self._recent_s is None and received:
+            self._cold = min(MAX_BATCH, 2 * self._cold)
 
     def warm(self, recent_s: float) -> None:
         """Start as if recent jobs took ``recent_s`` each, no task known yet: a worker that
@@ -67,10 +76,10 @@ class Pace:
         would run within ``PREFETCH_FRACTION`` of the visibility timeout: a batch of quick
         jobs, one long job at a time. A fresh worker does not know yet how long its jobs
         take: it takes one message, then learns (K workers started on K long jobs run
-        them at once).
+        them at once); a round of messages that ran no job doubles that (TCP's slow start).
         """
         if self._recent_s is None:
-            return 1
+            return self._cold
         if self._recent_s <= 0:
             return MAX_BATCH
         budget_s = PREFETCH_FRACTION * self.visibility_timeout_s

@@ -211,6 +211,19 @@ def test_a_fresh_worker_takes_one_message_then_adapts(env: Env) -> None:
     assert env.queue.stats().visible == 2
 
 
+def test_a_fresh_worker_whose_messages_run_no_job_doubles_its_prefetch(env: Env) -> None:
+    # Given a backlog of malformed messages: no job runs, so no duration is learnt
+    for index in range(20):
+        env.queue.send(Outgoing(f"not json {index}"))
+    worker = env.worker(fresh=True)
+    # When a fresh worker drains it, it does not stay at one message a round
+    received = [worker.run_once().received for _ in range(5)]
+    # Then it takes 1, 2, 4, 8, then a full batch (TCP's slow start)
+    assert received == [1, 2, 4, 8, 5]
+    # And an empty receive widens nothing
+    assert worker.pace.prefetch() == 10
+
+
 def _group_of_two(env: Env) -> tuple[list[Job], str]:
     """Two queued jobs in a group whose completion (task ``finish``) appends to calls."""
 
