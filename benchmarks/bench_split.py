@@ -32,7 +32,9 @@ from pathlib import Path
 from benchmarks._table import Table
 from benchmarks.bench_csv import POLARS_BASELINE, Measured, digest, make_input
 
-from conveyor.csvsplit import Shard, merge_csv_parts, run_shard, split_csv
+from conveyor.csvjob.merge import merge_csv_parts
+from conveyor.csvjob.shard import run_shard
+from conveyor.csvjob.split import Shard, split_csv
 from conveyor.storage import atomic_output
 
 ROWS = 20_000_000
@@ -47,7 +49,7 @@ HERE = Path(__file__).resolve().parent
 WHOLE_FILE = """
 import json, resource, sys, time
 from pathlib import Path
-from conveyor.csvtask import process_csv, transform_csv
+from conveyor.csvjob.pipeline import process_csv, transform_csv
 from conveyor.storage import atomic_output
 
 def cpu():
@@ -128,7 +130,7 @@ def drive(source: Path, output: Path, processes: int, shard_rows: int) -> dict[s
 
 
 def _warm(ready: Barrier) -> None:
-    """A pool process's start: conveyor.csvsplit (and polars) is imported with this module."""
+    """A pool process's start: conveyor.csvjob (and polars) is imported with this module."""
     ready.wait()
 
 

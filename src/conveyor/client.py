@@ -352,7 +352,7 @@ class Client:
     ) -> Group:
         """The split submit: the CSV on the storage once, one ``csv-shard`` job per range of
         ``split_rows`` rows, and a ``csv-merge`` completion into the output."""
-        from conveyor.csvsplit import split_csv
+        from conveyor.csvjob import split_csv
         from conveyor.tasks import CSV_MERGE_TASK, CSV_SHARD_TASK, TASK_MERGE_TASK
 
         user_task = None

@@ -360,7 +360,7 @@ def csv_process(ctx: TaskContext) -> dict[str, object]:
     if ctx.params:
         raise BadInput(f"task csv-process takes no params; got {', '.join(sorted(ctx.params))}")
     # Imported here: polars loads only in processes that run this task.
-    from conveyor import csvtask
+    from conveyor import csvjob as csvtask
 
     stats = csvtask.transform_csv(ctx.input_path, ctx.write_path, ctx.seed)
     return _as_dict(stats)
@@ -378,7 +378,7 @@ def csv_shard(ctx: TaskContext) -> dict[str, object]:
     """
     if ctx.input_path is None or ctx.write_path is None:
         raise BadInput("task csv-shard needs the whole input CSV and an output part path")
-    from conveyor import csvsplit
+    from conveyor import csvjob as csvsplit
 
     shard = csvsplit.Shard.from_params(ctx.params)
     stats = csvsplit.run_shard(ctx.input_path, ctx.write_path, ctx.seed, shard)
@@ -404,7 +404,7 @@ def csv_merge(ctx: TaskContext) -> dict[str, object]:
         raise BadInput("task csv-merge needs params output (a path) and parts (a list)")
     if not all(isinstance(part, str) for part in parts):
         raise BadInput("task csv-merge: every part must be a path")
-    from conveyor import csvsplit
+    from conveyor import csvjob as csvsplit
 
     paths = [storage.resolve_output(part) for part in parts]
     final = storage.resolve_output(output)
@@ -464,7 +464,7 @@ def task_merge(ctx: TaskContext) -> TaskResult:
 def _write_header_part(path: Path) -> None:
     """Stand in for a failed first shard's part: the output header alone, published
     atomically (a merge killed here finds it whole or absent)."""
-    from conveyor.csvtask import OUTPUT_HEADER
+    from conveyor.csvjob import OUTPUT_HEADER
     from conveyor.storage import atomic_output, storage_error
 
     with atomic_output(path) as temp:
