@@ -14,10 +14,18 @@ from typing import ParamSpec, TypeVar
 
 import polars as pl
 
-from conveyor.csvjob.exact import Lines, parse_exact
-from conveyor.csvjob.fast import fast_cut, parse_plain, parse_quoted
+from conveyor.csvjob.exact import parse_exact
+from conveyor.csvjob.fast import parse_plain, parse_quoted
 from conveyor.csvjob.output import OUTPUT_HEADER, Output, render
-from conveyor.csvjob.source import Source, Span, check_input_exists, open_input, refuse_same_file
+from conveyor.csvjob.quoting import fast_cut
+from conveyor.csvjob.source import (
+    Lines,
+    Source,
+    Span,
+    check_input_exists,
+    open_input,
+    refuse_same_file,
+)
 from conveyor.jobs import MAX_SEED, new_seed
 from conveyor.storage import atomic_output
 

@@ -1,22 +1,28 @@
-"""The input file: opened safely, its header checked, where its data starts and ends."""
+"""The input file: opened safely, its header checked, where its data starts and ends, its lines."""
 
 from __future__ import annotations
 
 import contextlib
 import csv
 import os
+import re
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from conveyor.csvjob.exact import VALUE, Lines, csv_problem, show
 from conveyor.errors import BadInput
 
 #: The input's header line, and the output's.
 HEADER = "ID,Value"
 #: UTF-8's byte order mark, allowed (and skipped) at the start of the file.
 BOM = b"\xef\xbb\xbf"
+#: The csv module's default limit on one field, in characters; applied to every block.
+FIELD_LIMIT = 131_072
+#: A physical line longer than this is refused before it is held in memory.
+MAX_LINE_BYTES = 4 << 20
+#: ``Value``: a decimal number as ``float()`` reads it, minus spaces, ``_``, inf and nan.
+VALUE = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 
 @dataclass(frozen=True)
@@ -141,3 +147,79 @@ class Source:
                 f"found the data row {found}"
             )
         raise BadInput(f"{self.name}:1: expected header {HEADER!r}, found {found}")
+
+
+def show(text: str, limit: int = 40) -> str:
+    """``text`` quoted for a message, shortened when long."""
+    return repr(text if len(text) <= limit else text[: limit - 3] + "...")
+
+
+def csv_problem(exc: csv.Error) -> str:
+    """The csv module's error as the message a user reads."""
+    text = str(exc)
+    if text.startswith("field larger than field limit"):
+        return f"a field is longer than {FIELD_LIMIT} characters"
+    if text.startswith("new-line character seen in unquoted field"):
+        return "carriage return (CR) inside an unquoted field; lines must end in LF or CRLF"
+    return text
+
+
+class Lines:
+    """Physical lines (ending in LF) of ``[offset, end)``, decoded, for :func:`csv.reader`.
+
+    After each record the reader returns, ``offset`` is where the next record starts and
+    ``line_no`` the number of the last line consumed.
+    """
+
+    def __init__(
+        self, read: Callable[[int, int], bytes], offset: int, end: int, line_no: int, name: str
+    ) -> None:
+        self.offset = offset
+        self.line_no = line_no - 1
+        self._read = read
+        self._end = end
+        self._name = name
+        self._buf = b""
+        self._pos = 0  # index in _buf of the byte at `offset`
+
+    def __iter__(self) -> Lines:
+        return self
+
+    def __next__(self) -> str:
+        if self.offset >= self._end:
+            raise StopIteration
+        newline = self._buf.find(b"\n", self._pos)
+        while newline < 0 and self.offset + len(self._buf) - self._pos < self._end:
+            if len(self._buf) - self._pos > MAX_LINE_BYTES:
+                raise BadInput(f"{self._where(1)}: line longer than {MAX_LINE_BYTES} bytes")
+            have = len(self._buf) - self._pos
+            more = self._read(self.offset + have, min(1 << 20, self._end - self.offset - have))
+            if not more:
+                break
+            self._buf = self._buf[self._pos :] + more
+            self._pos = 0
+            newline = self._buf.find(b"\n", have)
+        stop = min(
+            newline + 1 if newline >= 0 else len(self._buf), self._pos + self._end - self.offset
+        )
+        raw = self._buf[self._pos : stop]
+        if len(raw) > MAX_LINE_BYTES:
+            raise BadInput(f"{self._where(1)}: line longer than {MAX_LINE_BYTES} bytes")
+        self._pos = stop
+        self.offset += len(raw)
+        self.line_no += 1
+        return self._decode(raw)
+
+    def _decode(self, raw: bytes) -> str:
+        if b"\0" in raw:
+            raise BadInput(f"{self._where(0)}: contains a NUL byte")
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise BadInput(
+                f"{self._where(0)}: not valid UTF-8 (byte 0x{raw[exc.start]:02x} "
+                f"at column {exc.start + 1})"
+            ) from exc
+
+    def _where(self, ahead: int) -> str:
+        return f"{self._name}:{self.line_no + ahead}"

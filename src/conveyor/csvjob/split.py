@@ -11,9 +11,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from conveyor.csvjob.exact import MAX_LINE_BYTES, Lines
-from conveyor.csvjob.fast import quoted_cut
-from conveyor.csvjob.source import Source, open_input
+from conveyor.csvjob.quoting import quoted_cut
+from conveyor.csvjob.source import MAX_LINE_BYTES, Lines, Source, open_input
 from conveyor.errors import BadInput
 
 #: Bytes read at a time by the split pass (more when one line is longer).
@@ -217,7 +216,7 @@ def _newline_ends(data: npt.NDArray[np.uint8], ordinals: _Offsets) -> _Offsets:
 def _quoted_records(block: bytes, at_end: bool) -> _Records | None:
     """Records of a block whose quotes are RFC 4180 quoting: line ends outside quotes.
 
-    None when the quotes are anything else (:func:`conveyor.csvjob.fast.quoted_cut` decides, as
+    None when the quotes are anything else (:func:`conveyor.csvjob.quoting.quoted_cut` decides, as
     the fast path does), or when no record ends in the block.
     """
     if quoted_cut(block, at_end) is None:
