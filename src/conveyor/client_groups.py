@@ -109,7 +109,7 @@ def check_split(
 def csv_split(storage: Storage, rel: str, final: str, group_id: str, split_rows: int) -> Split:
     """A stored CSV as ``csv-shard`` jobs of ``split_rows`` rows each (byte ranges on line
     starts) and a ``csv-merge`` completion into ``final``."""
-    from conveyor.csvsplit import split_csv  # numpy loads only for a split
+    from conveyor.csvjob import split_csv  # numpy loads only for a split
 
     shards = split_csv(storage.resolve_input(rel), split_rows)
     parts = [f"{final}.parts-{group_id}/{shard.index:06d}.csv" for shard in shards]

@@ -70,14 +70,14 @@ def csv_process(ctx: TaskContext) -> dict[str, object]:
     if ctx.params:
         raise BadInput(f"task csv-process takes no params; got {', '.join(sorted(ctx.params))}")
     # Imported here: polars loads only in processes that run this task.
-    from conveyor import csvtask
+    from conveyor import csvjob
 
-    stats = csvtask.transform_csv(ctx.input_path, ctx.write_path, ctx.seed)
+    stats = csvjob.transform_csv(ctx.input_path, ctx.write_path, ctx.seed)
     return _as_dict(stats)
 
 
 def csv_shard(ctx: TaskContext) -> dict[str, object]:
-    """One shard of a split CSV (:mod:`conveyor.csvsplit`): the rows of a byte range of the
+    """One shard of a split CSV (:mod:`conveyor.csvjob`): the rows of a byte range of the
     whole input, processed as ``csv-process`` would process them in the whole file, into a
     part file that the group's ``csv-merge`` concatenates. Runs on the calling thread: the
     parallelism comes from the other workers running the other shards.
@@ -88,17 +88,17 @@ def csv_shard(ctx: TaskContext) -> dict[str, object]:
     """
     if ctx.input_path is None or ctx.write_path is None:
         raise BadInput("task csv-shard needs the whole input CSV and an output part path")
-    from conveyor import csvsplit
+    from conveyor import csvjob
 
-    shard = csvsplit.Shard.from_params(ctx.params)
-    stats = csvsplit.run_shard(ctx.input_path, ctx.write_path, ctx.seed, shard)
+    shard = csvjob.Shard.from_params(ctx.params)
+    stats = csvjob.run_shard(ctx.input_path, ctx.write_path, ctx.seed, shard)
     return _as_dict(stats)
 
 
 def csv_merge(ctx: TaskContext) -> dict[str, object]:
     """A split CSV's completion: concatenate the shards' part files, in order, into the
     final output (published atomically by the merge itself), then remove the parts and
-    their directory. Safe to run twice (see :func:`conveyor.csvsplit.merge_csv_parts`).
+    their directory. Safe to run twice (see :func:`conveyor.csvjob.merge_csv_parts`).
 
     Params: ``output`` (the final output, under the storage root) and ``parts`` (the part
     files, in order). The job itself has no output: the worker publishes nothing.
@@ -114,7 +114,7 @@ def csv_merge(ctx: TaskContext) -> dict[str, object]:
         raise BadInput("task csv-merge needs params output (a path) and parts (a list)")
     if not all(isinstance(part, str) for part in parts):
         raise BadInput("task csv-merge: every part must be a path")
-    from conveyor import csvsplit
+    from conveyor import csvjob
 
     paths = [storage.resolve_output(part) for part in parts]
     final = storage.resolve_output(output)
@@ -125,11 +125,11 @@ def csv_merge(ctx: TaskContext) -> dict[str, object]:
         if not paths[0].exists() and any(path.exists() for path in paths[1:]):
             _write_header_part(paths[0])  # the first shard's part carried the header
         paths = [path for path in paths if path.exists()] or paths
-    stats = csvsplit.merge_csv_parts(paths, final, before_publish=ctx.check_lease)
+    stats = csvjob.merge_csv_parts(paths, final, before_publish=ctx.check_lease)
     for directory in dict.fromkeys(path.parent for path in paths):
         if directory != storage.root:
             with contextlib.suppress(OSError):
-                csvsplit.remove_parts_dir(directory)
+                csvjob.remove_parts_dir(directory)
     return _as_dict(stats)
 
 
@@ -174,7 +174,7 @@ def task_merge(ctx: TaskContext) -> TaskResult:
 def _write_header_part(path: Path) -> None:
     """Stand in for a failed first shard's part: the output header alone, published
     atomically (a merge killed here finds it whole or absent)."""
-    from conveyor.csvtask import OUTPUT_HEADER
+    from conveyor.csvjob import OUTPUT_HEADER
     from conveyor.storage import atomic_output, storage_error
 
     with atomic_output(path) as temp:

@@ -14,7 +14,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from conveyor.csvtask import transform_csv
+from conveyor.csvjob.pipeline import transform_csv
 from conveyor.storage import TEMP_PREFIX
 
 TUTORIAL_INPUT = (

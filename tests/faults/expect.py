@@ -42,8 +42,8 @@ def csv_text(rows: list[tuple[str, str]]) -> bytes:
 
 def csv_reference(rows: list[tuple[str, str]], seed: int) -> bytes:
     """What the CSV task must publish for ``rows``, the slow, obvious way (independent of
-    ``conveyor.csvtask``'s vectorised code): ``ProcessedValue = float(Value) * factor``."""
-    from conveyor.csvtask import row_factor
+    ``conveyor.csvjob``'s vectorised code): ``ProcessedValue = float(Value) * factor``."""
+    from conveyor.csvjob import row_factor
 
     lines = ["ID,Value,ProcessedValue\n"]
     for row, (ident, value) in enumerate(rows):

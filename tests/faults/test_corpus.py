@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from conveyor.csvtask import transform_csv
+from conveyor.csvjob import transform_csv
 from conveyor.errors import MessageTooLarge
 from conveyor.jobs import Job, job_id_of
 from conveyor.queues.base import Outgoing

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conveyor.csvtask import transform_csv
+from conveyor.csvjob import transform_csv
 from tests.e2e.conftest import QueueEnv
 from tests.faults.checker import account, assert_clean
 from tests.faults.conftest import FaultReport

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-from conveyor.csvtask import transform_csv
+from conveyor.csvjob import transform_csv
 from conveyor.errors import BadInput, UnsafePath
 from conveyor.events import Action
 from conveyor.jobs import Job, JobState, job_id_of

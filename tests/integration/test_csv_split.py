@@ -13,7 +13,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from conveyor.csvsplit import Shard, merge_csv_parts, run_shard, split_csv
+from conveyor.csvjob.merge import merge_csv_parts
+from conveyor.csvjob.shard import run_shard
+from conveyor.csvjob.split import Shard, split_csv
 
 ROWS = 3_000_000
 SEED = 987654321

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from conveyor.client import tolerated_failures
-from conveyor.csvsplit import split_csv
+from conveyor.csvjob import split_csv
 from conveyor.errors import BadInput
 from conveyor.jobs import Job
 from conveyor.storage import Storage
@@ -32,7 +32,7 @@ def test_bad_tolerated_failures_are_refused(given: int | str) -> None:
 
 def _shard_parts(root: Path, rows: int, per_shard: int) -> tuple[list[str], bytes]:
     """Run every shard of a file into its part; the parts and the whole file's output."""
-    from conveyor.csvtask import transform_csv
+    from conveyor.csvjob import transform_csv
 
     source = root / "in.csv"
     source.write_text("ID,Value\n" + "".join(f"{i},{i}.5\n" for i in range(rows)))

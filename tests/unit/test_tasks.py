@@ -11,7 +11,7 @@ from typing import NamedTuple
 import pytest
 
 import conveyor
-from conveyor import csvtask
+from conveyor import csvjob as csvtask
 from conveyor.errors import BadInput, ConfigError, LeaseLost, UnknownTask
 from conveyor.jobs import Job
 from conveyor.tasks import (
@@ -136,7 +136,7 @@ def test_package_decorator_registers_in_the_default_registry(forget_tasks: list[
 
 MODULE = """
 import conveyor
-from conveyor import csvtask
+from conveyor import csvjob as csvtask
 
 @conveyor.task("{name}")
 def run(ctx):

@@ -14,9 +14,7 @@ from types import FrameType
 import click
 
 from conveyor.errors import InputNotFound, Interrupted
-
-#: ``csvtask.MAX_SEED``, repeated so that ``conveyor run --help`` does not load polars.
-_MAX_SEED = 2**63 - 1
+from conveyor.jobs import MAX_SEED, new_seed
 
 
 @click.command()
@@ -40,7 +38,7 @@ _MAX_SEED = 2**63 - 1
 )
 @click.option(
     "--seed",
-    type=click.IntRange(0, _MAX_SEED),
+    type=click.IntRange(0, MAX_SEED),
     default=None,
     envvar="CONVEYOR_SEED",
     show_envvar=True,
@@ -67,15 +65,15 @@ def run(input_path: Path | None, output_path: Path, seed: int | None, sample: bo
         raise click.UsageError("give INPUT or --sample, not both")
     if not sample:
         _check_readable(input_path)
-    from conveyor import csvtask  # polars and numpy load only when a job runs
+    from conveyor.csvjob.pipeline import process_csv  # polars and numpy load only when a job runs
 
     chosen = seed is None
-    seed = csvtask.new_seed() if seed is None else seed
+    seed = new_seed() if seed is None else seed
     click.echo("Starting batch task...")
     how = f" (random; rerun with --seed {seed} to reproduce)" if chosen else ""
     click.echo(f"Seed: {seed}{how}")
     with _input(input_path, sample) as source, _interruptible():
-        stats = csvtask.process_csv(source, output_path, seed)
+        stats = process_csv(source, output_path, seed)
     click.echo("Batch task completed.")
     click.echo(f"{stats.rows} rows in {stats.seconds:.3f} s (seed {stats.seed}) -> {output_path}")
 

@@ -1,57 +1,22 @@
-"""One big CSV as many jobs: split it into shards of whole rows, run each, merge the outputs.
-
-A shard is a byte range of the input (no copy is made), found by one fast pass that counts
-line ends; :func:`run_shard` processes it (the first shard's output starts with the header)
-and :func:`merge_csv_parts` concatenates the outputs into one file, byte-identical to
-``conveyor run`` of the whole file with the same seed, and to its error on a bad row.
-"""
+"""Splitting a CSV into shards: byte ranges of whole records after the header, found by one
+fast pass that counts line ends (no copy of the input, fields never parsed)."""
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import errno
-import itertools
-import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
-from conveyor.csvtask import (
-    DEFAULT_BLOCK_BYTES,
-    MAX_LINE_BYTES,
-    CsvStats,
-    _Lines,
-    _open_input,
-    _quoted_cut,
-    _Source,
-    transform_csv_range,
-)
-from conveyor.errors import BadInput, StorageError
-from conveyor.storage import atomic_output, storage_error
-
-__all__ = [
-    "MERGE_THREADS",
-    "SPLIT_BLOCK_BYTES",
-    "MergeStats",
-    "Shard",
-    "iter_shards",
-    "merge_csv_parts",
-    "remove_parts_dir",
-    "run_shard",
-    "split_csv",
-]
+from conveyor.csvjob.quoting import quoted_cut
+from conveyor.csvjob.source import MAX_LINE_BYTES, Lines, Source, open_input
+from conveyor.errors import BadInput
 
 #: Bytes read at a time by the split pass (more when one line is longer).
 SPLIT_BLOCK_BYTES = 8 << 20
-#: Parts copied at once by a merge.
-MERGE_THREADS = 2
-#: After copying this much, the merge asks the kernel to start writing it to disk.
-_FLUSH_BYTES = 32 << 20
 _LF = ord("\n")
 _QUOTE = ord('"')
 
@@ -62,7 +27,7 @@ _Offsets = npt.NDArray[np.int64]
 class Shard:
     """Data rows ``first_row .. first_row + rows - 1`` of a CSV: bytes ``[start_byte, end_byte)``.
 
-    ``first_row`` counts data rows from 0 (as :func:`conveyor.csvtask.row_factors` does) and
+    ``first_row`` counts data rows from 0 (as :func:`conveyor.csvjob.factors.row_factors` does) and
     ``first_line`` is the file's line number of that row, so the shard's errors name the
     file's real line. A file with a header and no rows has one shard of 0 rows.
     """
@@ -94,18 +59,6 @@ class Shard:
         return cls(**values)
 
 
-@dataclass(frozen=True)
-class MergeStats:
-    """What a merge did: parts concatenated, bytes written (0 when it had already run)."""
-
-    parts: int
-    output_bytes: int
-    already_merged: bool
-
-
-# --- splitting --------------------------------------------------------------------------------
-
-
 def split_csv(
     path: Path, rows_per_shard: int, *, block_bytes: int = SPLIT_BLOCK_BYTES
 ) -> list[Shard]:
@@ -133,8 +86,8 @@ def iter_shards(
     """:func:`split_csv` as an iterator: shards are yielded as the pass finds them."""
     if rows_per_shard < 1 or block_bytes < 1:
         raise ValueError("rows_per_shard and block_bytes must be >= 1")
-    with _open_input(path) as (fd, info):
-        source = _Source(fd, info.st_size, str(path))
+    with open_input(path) as (fd, info):
+        source = Source(fd, info.st_size, str(path))
         yield from _Splitter(source, rows_per_shard, block_bytes).shards()
 
 
@@ -161,7 +114,7 @@ def _indexed(ends: _Offsets, lines: _Offsets) -> _Locate:
 class _Splitter:
     """The split pass: blocks in, shard boundaries out."""
 
-    def __init__(self, source: _Source, rows_per_shard: int, block_bytes: int) -> None:
+    def __init__(self, source: Source, rows_per_shard: int, block_bytes: int) -> None:
         self.source = source
         self.per_shard = rows_per_shard
         self.block_bytes = block_bytes
@@ -263,10 +216,10 @@ def _newline_ends(data: npt.NDArray[np.uint8], ordinals: _Offsets) -> _Offsets:
 def _quoted_records(block: bytes, at_end: bool) -> _Records | None:
     """Records of a block whose quotes are RFC 4180 quoting: line ends outside quotes.
 
-    None when the quotes are anything else (:func:`conveyor.csvtask._quoted_cut` decides, as
+    None when the quotes are anything else (:func:`conveyor.csvjob.quoting.quoted_cut` decides, as
     the fast path does), or when no record ends in the block.
     """
-    if _quoted_cut(block, at_end) is None:
+    if quoted_cut(block, at_end) is None:
         return None
     data = np.frombuffer(block, np.uint8)
     quotes = np.flatnonzero(data == _QUOTE)
@@ -280,14 +233,14 @@ def _quoted_records(block: bytes, at_end: bool) -> _Records | None:
     return _Records(len(ends), cut, cut_lines, _indexed(ends.astype(np.int64), lines))
 
 
-def _csv_records(source: _Source, block: bytes, offset: int, line_no: int) -> _Records:
+def _csv_records(source: Source, block: bytes, offset: int, line_no: int) -> _Records:
     """Records found by the csv module, as the exact parser reads them (quotes of any kind).
 
     The last record may run past the block. After a record the csv module refuses, which the
     shard holding it reports with the same message as a whole-file run, the rest of the
     block is cut at line ends.
     """
-    lines = _Lines(source.read, offset, source.data_end, line_no, source.name)
+    lines = Lines(source.read, offset, source.data_end, line_no, source.name)
     reader = csv.reader(lines)
     ends: list[int] = []
     line_ends: list[int] = []
@@ -324,177 +277,3 @@ def _after_error(block: bytes, ends: list[int], line_ends: list[int]) -> _Record
     ).astype(np.int64)
     cut = int(all_ends[-1]) if len(all_ends) else len(block)
     return _Records(len(all_ends), cut, block.count(b"\n", 0, cut), _indexed(all_ends, all_lines))
-
-
-# --- running a shard ----------------------------------------------------------------------------
-
-
-def run_shard(
-    input_path: Path,
-    output_path: Path,
-    seed: int,
-    shard: Shard,
-    *,
-    workers: int = 0,
-    block_bytes: int = DEFAULT_BLOCK_BYTES,
-) -> CsvStats:
-    """Process one shard into ``output_path``; the first shard's output starts with the header.
-
-    ``workers=0`` (the default) keeps the job on the calling thread: the parallelism of a
-    split job comes from running shards in separate processes or pods.
-    """
-    return transform_csv_range(
-        input_path,
-        output_path,
-        seed,
-        start_byte=shard.start_byte,
-        end_byte=shard.end_byte,
-        first_row=shard.first_row,
-        first_line=shard.first_line,
-        header=shard.index == 0,
-        workers=workers,
-        block_bytes=block_bytes,
-    )
-
-
-# --- merging -------------------------------------------------------------------------------------
-
-
-def merge_csv_parts(
-    parts: Sequence[Path],
-    output: Path,
-    *,
-    before_publish: Callable[[], None] | None = None,
-    threads: int = MERGE_THREADS,
-) -> MergeStats:
-    """Concatenate ``parts`` in order into ``output``, published atomically; then remove them.
-
-    The first shard's part carries the header (:func:`run_shard`), so this is a plain byte
-    copy, done by the kernel (``copy_file_range``) on ``threads`` threads, each part to its
-    own offset, while the written pages are already being flushed to disk, so the final
-    fsync is short. Safe to run again, as a retried or duplicated completion does: with every
-    part present it merges again (the same bytes); when parts are missing but ``output``
-    exists and is newer than every part left, the merge had been published, so only the
-    rest of the parts is removed.
-
-    Args:
-        before_publish: called just before the rename (a worker checks its lease there).
-        threads: parts copied at once (the copy is the kernel's; threads only issue it).
-
-    Raises:
-        StorageError: a part is missing and no merged output was published, or a file could
-            not be read or written (StorageFull when the disk is full).
-    """
-    if threads < 1:
-        raise ValueError("threads must be >= 1")
-    opened: list[int] = []
-    try:
-        for part in parts:
-            opened.append(os.open(part, os.O_RDONLY | os.O_CLOEXEC))
-    except FileNotFoundError as exc:
-        _close_all(opened)
-        if not _already_merged(parts, output):
-            raise StorageError(
-                f"cannot merge into {output}: part {exc.filename} is missing and no merged "
-                "output was published"
-            ) from exc
-        _remove(parts)
-        return MergeStats(len(parts), 0, already_merged=True)
-    except OSError as exc:
-        _close_all(opened)
-        raise storage_error(exc, f"cannot read {exc.filename}") from exc
-    try:
-        with atomic_output(output, before_publish) as temp:
-            written = _concatenate(opened, temp, threads)
-    finally:
-        _close_all(opened)
-    _remove(parts)
-    return MergeStats(len(parts), written, already_merged=False)
-
-
-def _concatenate(sources: Sequence[int], target: Path, threads: int) -> int:
-    """Copy every source file to its place in ``target``; return the bytes written."""
-    sizes = [os.fstat(fd).st_size for fd in sources]
-    starts = list(itertools.accumulate(sizes, initial=0))
-    out = os.open(target, os.O_WRONLY | os.O_CLOEXEC)
-    try:
-        with ThreadPoolExecutor(threads, thread_name_prefix="conveyor-merge") as pool:
-            copies = [
-                pool.submit(_copy, fd, out, size, start)
-                for fd, size, start in zip(sources, sizes, starts[:-1], strict=True)
-            ]
-            for copy in copies:
-                copy.result()
-        return starts[-1]
-    finally:
-        os.close(out)
-
-
-def _copy(source: int, target: int, size: int, at: int) -> None:
-    """Copy ``size`` bytes of ``source`` to offset ``at`` of ``target``, in the kernel if it can."""
-    done = 0
-    while done < size:
-        count = min(size - done, _FLUSH_BYTES)
-        try:
-            copied = os.copy_file_range(source, target, count, done, at + done)
-        except OSError as exc:
-            if exc.errno not in _NO_COPY_RANGE:
-                raise
-            copied = os.pwrite(target, os.pread(source, min(count, 1 << 20), done), at + done)
-        if copied == 0:
-            raise OSError(errno.EIO, f"a part shrank while it was copied ({done} of {size} bytes)")
-        _start_writeback(target, at + done, copied)
-        done += copied
-
-
-#: copy_file_range's errors meaning "not between these two files" (read and write instead).
-_NO_COPY_RANGE = frozenset({errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP})
-
-
-def _start_writeback(fd: int, offset: int, length: int) -> None:
-    """Start writing a range of ``fd`` to disk now, without waiting (Linux: fadvise starts
-    writeback of dirty pages before dropping clean ones), so the publisher's fsync is short."""
-    if hasattr(os, "posix_fadvise"):
-        with contextlib.suppress(OSError):
-            os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
-
-
-def _already_merged(parts: Sequence[Path], output: Path) -> bool:
-    """Whether ``output`` was published from these parts: it exists and no part left is newer."""
-    try:
-        merged_ns = os.stat(output).st_mtime_ns
-    except FileNotFoundError:
-        return False
-    except OSError as exc:
-        raise storage_error(exc, f"cannot read {output}") from exc
-    for part in parts:
-        with contextlib.suppress(FileNotFoundError):
-            if os.stat(part).st_mtime_ns > merged_ns:
-                return False
-    return True
-
-
-def _remove(parts: Sequence[Path]) -> None:
-    for part in parts:
-        try:
-            os.unlink(part)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            raise storage_error(exc, f"cannot remove {part}") from exc
-
-
-def remove_parts_dir(directory: Path) -> None:
-    """Remove a merged group's part directory: the stale temporary files of killed shard
-    attempts first (their writers are dead), then the directory if that left it empty.
-    A directory still in use (a live writer's temporary file) stays."""
-    from conveyor.storage import clean_stale_temps
-
-    clean_stale_temps(directory, min_age_s=0)
-    with contextlib.suppress(FileNotFoundError, OSError):
-        os.rmdir(directory)
-
-
-def _close_all(fds: Sequence[int]) -> None:
-    for fd in fds:
-        os.close(fd)
