@@ -19,12 +19,6 @@ REST_MARKUP = re.compile(r"``|:(?:func|class|meth|mod|data|attr|exc|obj):`")
 #: click's own options, which configure nothing.
 BUILTIN = frozenset({"help", "version"})
 
-#: Gaps in commands this change does not touch (cli/queue.py, cli/run.py): the test fails
-#: (strict) once they are closed, so the mark goes with them.
-KNOWN_GAPS = {
-    "run": "--sample has no env var",
-}
-
 
 def _commands(
     command: click.Command, path: tuple[str, ...], ctx: click.Context
@@ -62,12 +56,7 @@ def _problems(command: click.Command) -> list[str]:
 
 @pytest.mark.parametrize(
     "name",
-    [
-        pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=KNOWN_GAPS[name]))
-        if name in KNOWN_GAPS
-        else name
-        for name in COMMANDS
-    ],
+    list(COMMANDS),
 )
 def test_every_option_has_an_env_twin_and_help_without_rest_markup(name: str) -> None:
     assert _problems(COMMANDS[name]) == []

@@ -48,6 +48,8 @@ from conveyor.jobs import MAX_SEED, new_seed
 @click.option(
     "--sample",
     is_flag=True,
+    envvar="CONVEYOR_SAMPLE",
+    show_envvar=True,
     help="Read the tutorial's 10-row input.csv shipped with conveyor instead of INPUT.",
 )
 def run(input_path: Path | None, output_path: Path, seed: int | None, sample: bool) -> None:
