@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from conveyor.jobs import JobState, new_job_id
+from conveyor.job_ids import new_job_id
+from conveyor.jobs import JobState
 from conveyor.ledger import Ledger, LedgerEvent, open_ledger
 from conveyor.queues import open_queue
 from conveyor.settings import Settings, default_queue_url

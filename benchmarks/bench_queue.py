@@ -209,7 +209,8 @@ def bench_end_to_end(
     on. The jobs have no output unless ``outputs``: then each publishes an empty file
     atomically (two fsyncs, milliseconds on a slow disk). The drain's CPU time is the
     worker processes' own."""
-    from conveyor.jobs import Job, encode_for_queue, new_job_id
+    from conveyor.job_ids import new_job_id
+    from conveyor.jobs import Job, encode_for_queue
     from conveyor.ledger import default_ledger_url, open_ledger
     from conveyor.queues import Outgoing
     from conveyor.queues.sqlite import SQLiteQueue

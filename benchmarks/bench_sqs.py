@@ -221,7 +221,7 @@ def conveyor_worker(queue_url: str, endpoint: str, storage: str) -> None:
     from conveyor.queues import open_queue
     from conveyor.settings import Settings
     from conveyor.stop import RunForever, Shutdown
-    from conveyor.tasks import TaskRegistry
+    from conveyor.task_registry import TaskRegistry
     from conveyor.worker import Worker
 
     settings = Settings(
@@ -245,7 +245,8 @@ def _noop(ctx: Any) -> None:
 
 def conveyor_submit(queue_url: str, endpoint: str, storage: Path, jobs: int) -> None:
     """Submit no-op jobs the way ``conveyor submit`` does: one message per job, batched."""
-    from conveyor.jobs import Job, encode_for_queue, new_job_id
+    from conveyor.job_ids import new_job_id
+    from conveyor.jobs import Job, encode_for_queue
     from conveyor.queues import Outgoing, open_queue
     from conveyor.settings import Settings
     from conveyor.storage import Storage
@@ -417,7 +418,7 @@ def measure_idle(
 def run_all(jobs: int, workers: int, idle_s: float) -> tuple[list[Result], dict[str, float]]:
     """Both systems' pipeline and idle runs against one moto server behind one proxy."""
     os.environ.update({k: v for k, v in aws_env().items() if k.startswith("AWS_")})
-    from conveyor.queues.sqs import create_queue
+    from conveyor.queues.sqs_admin import create_queue
     from conveyor.settings import Settings
 
     with moto_server() as moto, tempfile.TemporaryDirectory(prefix="bench-sqs-") as tmp:

@@ -51,7 +51,8 @@ def bench_conveyor(directory: Path, jobs: int) -> Result:
     from conveyor.client import Client
     from conveyor.jobs import JobState
     from conveyor.settings import Settings
-    from conveyor.tasks import TaskContext, TaskRegistry
+    from conveyor.task_context import TaskContext
+    from conveyor.task_registry import TaskRegistry
 
     registry = TaskRegistry()
 

@@ -115,7 +115,7 @@ def prepare(scenario: Scenario, work: Path, endpoint: str | None, jobs: int) -> 
     from conveyor.jobs import Job
     from conveyor.ledger import open_ledger
     from conveyor.queues import Outgoing, open_queue
-    from conveyor.queues.sqs import create_queue
+    from conveyor.queues.sqs_admin import create_queue
     from conveyor.settings import Settings
 
     storage = work / "storage"

@@ -22,7 +22,7 @@ from typing import Any
 
 import conveyor
 from conveyor.errors import BadInput
-from conveyor.tasks import TaskContext
+from conveyor.task_context import TaskContext
 
 #: Letters, with inner apostrophes (ASCII or U+2019) kept: "don't" is one word.
 _WORD = re.compile(r"[^\W\d_]+(?:['\u2019][^\W\d_]+)*")

@@ -12,10 +12,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from conveyor.atomic import atomic_output
 from conveyor.errors import BadMessage, MessageTooLarge
 from conveyor.job_ids import is_job_id
 from conveyor.settings import STATE_DIR
-from conveyor.storage import Storage, atomic_output, storage_error
+from conveyor.statefiles import storage_error
+from conveyor.storage import Storage
 from conveyor.strict_json import MAX_DEPTH, canonical_json, parse_json
 
 #: The largest claim-checked params file a worker will load.

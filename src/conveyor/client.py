@@ -9,29 +9,14 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import Any, overload
 
-from conveyor.client_base import open_configured_ledger, open_configured_queue
-from conveyor.client_groups import ClientGroups, Group, tolerated_failures
+from conveyor.client_groups import ClientGroups, Group
 from conveyor.jobs import Job
 from conveyor.ledger import GroupRecord, JobNotFound, JobRecord
 from conveyor.settings import settings_from_env
 from conveyor.storage import check_job_id
-from conveyor.submission import OnSent, SubmitInterrupted
+from conveyor.submission import OnSent
 from conveyor.submit_plan import Item
-from conveyor.waiting import FIRST_POLL_S, MAX_POLL_S, Polling, WaitTimeout, resolve, wait_for
-
-__all__ = [
-    "FIRST_POLL_S",
-    "MAX_POLL_S",
-    "Client",
-    "Group",
-    "JobRecord",
-    "SubmitInterrupted",
-    "WaitTimeout",
-    "connect",
-    "open_configured_ledger",
-    "open_configured_queue",
-    "tolerated_failures",
-]
+from conveyor.waiting import FIRST_POLL_S, MAX_POLL_S, Polling, resolve, wait_for
 
 
 def connect(

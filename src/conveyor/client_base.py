@@ -9,6 +9,7 @@ import threading
 from collections.abc import Iterable, Mapping
 from typing import Any, Self
 
+from conveyor.default_tasks import default_registry
 from conveyor.errors import ConfigError, ConveyorError
 from conveyor.jobs import Job
 from conveyor.ledger import JobNotFound, Ledger, LedgerNotFound, open_ledger
@@ -17,7 +18,8 @@ from conveyor.settings import Settings
 from conveyor.storage import Storage
 from conveyor.submission import OnSent, StopSignals, Submission
 from conveyor.submit_plan import Item, Planner
-from conveyor.tasks import TaskRegistry, default_registry, import_tasks
+from conveyor.task_registry import TaskRegistry
+from conveyor.tasks import import_tasks
 
 
 def open_configured_queue(settings: Settings, *, create: bool = True) -> Queue:

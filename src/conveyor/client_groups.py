@@ -15,7 +15,8 @@ from typing import Any
 from conveyor.client_base import ClientBase, make_root
 from conveyor.default_tasks import CSV_MERGE_TASK, CSV_SHARD_TASK, TASK_MERGE_TASK
 from conveyor.errors import BadInput
-from conveyor.jobs import Job, new_job_id, new_seed
+from conveyor.job_ids import new_job_id, new_seed
+from conveyor.jobs import Job
 from conveyor.ledger import GroupRecord, JobNotFound
 from conveyor.storage import Storage, check_job_id, check_relative_path
 from conveyor.submit_plan import Item, Planner

@@ -15,12 +15,11 @@ from collections.abc import Sequence
 from conveyor.errors import ConveyorError
 from conveyor.jobs import CLAIM_THRESHOLD_BYTES, encode_for_queue
 from conveyor.ledger import Completion, Ledger
-from conveyor.queues.base import MAX_BATCH, Outgoing, Queue
+from conveyor.queues.base import MAX_BATCH, Queue
+from conveyor.queues.messages import Outgoing
 from conveyor.storage import Storage
 
 log = logging.getLogger("conveyor.worker")
-
-__all__ = ["send_completions", "send_due_completions"]
 
 
 def send_completions(

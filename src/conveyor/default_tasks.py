@@ -155,7 +155,7 @@ def task_merge(ctx: TaskContext) -> TaskResult:
     merge = getattr(split_task, "merge", None)
     if merge is None:
         raise BadInput(f"task {name!r} declares no merge")
-    from conveyor.storage import atomic_output
+    from conveyor.atomic import atomic_output
 
     paths = [storage.resolve_output(str(part)) for part in parts]
     final = storage.resolve_output(output)
@@ -174,8 +174,9 @@ def task_merge(ctx: TaskContext) -> TaskResult:
 def _write_header_part(path: Path) -> None:
     """Stand in for a failed first shard's part: the output header alone, published
     atomically (a merge killed here finds it whole or absent)."""
+    from conveyor.atomic import atomic_output
     from conveyor.csvjob import OUTPUT_HEADER
-    from conveyor.storage import atomic_output, storage_error
+    from conveyor.statefiles import storage_error
 
     with atomic_output(path) as temp:
         try:

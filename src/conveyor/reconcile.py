@@ -15,8 +15,10 @@ from collections.abc import Callable, Iterable
 from conveyor.errors import FATAL_ERRORS, ConveyorError
 from conveyor.jobs import TERMINAL, Job, JobState, job_id_of
 from conveyor.ledger import JobRecord, Ledger, LedgerEvent
-from conveyor.queues.base import DeadLetter, Queue, QueueStats
-from conveyor.storage import Storage, remove_temps
+from conveyor.queues.base import Queue
+from conveyor.queues.messages import DeadLetter, QueueStats
+from conveyor.storage import Storage
+from conveyor.tempfiles import remove_temps
 
 log = logging.getLogger("conveyor.reconcile")
 

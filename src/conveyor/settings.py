@@ -16,16 +16,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from conveyor.errors import ConfigError
-from conveyor.option import Option, env_value
-from conveyor.settings_table import (
-    DEFAULT_STORAGE,
-    MAX_BATCH,
-    MAX_VISIBILITY_TIMEOUT_S,
-    MAX_WAIT_S,
-    OPTIONS,
-    SQLITE_WAIT_S,
-    SQS_WAIT_S,
-)
+from conveyor.option import env_value
+from conveyor.settings_table import OPTIONS, SQLITE_WAIT_S, SQS_WAIT_S
 
 #: Where conveyor keeps its own state inside the storage root (ledger, claim checks,
 #: the default SQLite queue). Job paths may not point inside it.
@@ -206,30 +198,3 @@ def env_for(settings: Settings, *, skip: frozenset[str] = frozenset()) -> dict[s
             text = str(value)
         env[option.env[0]] = text
     return env
-
-
-__all__ = [  # the table's names, imported from here by the rest of conveyor too
-    "DEFAULT_STORAGE",
-    "EXIT_BAD_INPUT",
-    "EXIT_CONFIG",
-    "EXIT_FAILED",
-    "EXIT_INTERRUPTED",
-    "EXIT_OK",
-    "EXIT_TIMEOUT",
-    "EXIT_USAGE",
-    "MAX_BATCH",
-    "MAX_VISIBILITY_TIMEOUT_S",
-    "MAX_WAIT_S",
-    "OPTIONS",
-    "SQLITE_WAIT_S",
-    "SQS_WAIT_S",
-    "STATE_DIR",
-    "Option",
-    "Settings",
-    "check_heartbeat",
-    "default_queue_url",
-    "default_wait_s",
-    "env_for",
-    "env_value",
-    "settings_from_env",
-]

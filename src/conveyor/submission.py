@@ -20,20 +20,10 @@ from typing import Any
 from conveyor.errors import ConveyorError, Interrupted, MessageTooLarge
 from conveyor.jobs import CLAIM_THRESHOLD_BYTES, Job, JobState, encode_for_queue
 from conveyor.ledger import Ledger, LedgerEvent
-from conveyor.queues.base import MAX_BATCH, Outgoing, Queue
+from conveyor.queues.base import MAX_BATCH, Queue
+from conveyor.queues.messages import Outgoing
 from conveyor.storage import Storage
-from conveyor.submit_plan import ITEM_KEYS, Item, Planned
-
-__all__ = [
-    "ITEM_KEYS",
-    "LEDGER_CHUNK",
-    "Item",
-    "OnSent",
-    "Planned",
-    "StopSignals",
-    "Submission",
-    "SubmitInterrupted",
-]
+from conveyor.submit_plan import Planned
 
 #: Jobs recorded in the ledger per call while submitting (one transaction each).
 LEDGER_CHUNK = 1000

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from conveyor.errors import BadInput
-from conveyor.jobs import Job, new_job_id, new_seed
+from conveyor.job_ids import new_job_id, new_seed
+from conveyor.jobs import Job
 from conveyor.storage import Storage, check_relative_path
 
 #: The keys an item of ``submit_many`` may have when it is a mapping.

@@ -12,18 +12,11 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from conveyor.client import open_configured_queue
+from conveyor.client_base import open_configured_queue
 from conveyor.errors import ConfigError
 from conveyor.events import LogObserver, WorkerObserver
 from conveyor.ledger import redact_url
-from conveyor.settings import (
-    EXIT_CONFIG,
-    EXIT_FAILED,
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    Settings,
-    env_for,
-)
+from conveyor.settings import EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, Settings, env_for
 from conveyor.stop import Shutdown
 from conveyor.tasks import import_tasks
 
@@ -44,8 +37,9 @@ def run_worker(settings: Settings) -> int:
         ConfigError, QueueNotFound, AccessDenied: broken configuration (exit 78).
     """
     # The worker's imports load only for this command.
-    from conveyor.worker import Worker, check_ledger_placement
+    from conveyor.worker import Worker
     from conveyor.worker.hooks import CrashPoints
+    from conveyor.worker.placement import check_ledger_placement
 
     check_ledger_placement(settings)
     hooks = CrashPoints.from_env(os.environ)  # test-only; read once, at start-up

@@ -1,6 +1,5 @@
-"""Tasks: the names a job may give, and how a worker finds them. The registry, ``@task``
-and :class:`TaskContext` live in their own modules and are importable from here; this
-module imports the user's task modules (``--import``)."""
+"""import_tasks(): imports the user's task modules (``--import``), so that their tasks are
+registered. The registry, ``@task`` and :class:`TaskContext` live in their own modules."""
 
 from __future__ import annotations
 
@@ -12,46 +11,7 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-from conveyor.default_tasks import (
-    CSV_MERGE_TASK,
-    CSV_SHARD_TASK,
-    TASK_MERGE_TASK,
-    csv_merge,
-    csv_process,
-    csv_shard,
-    default_registry,
-    task,
-    task_merge,
-)
 from conveyor.errors import ConfigError
-from conveyor.task_context import (
-    MergeFunction,
-    SplitFunction,
-    TaskContext,
-    TaskFunction,
-    TaskResult,
-)
-from conveyor.task_registry import Task, TaskRegistry
-
-__all__ = [
-    "CSV_MERGE_TASK",
-    "CSV_SHARD_TASK",
-    "TASK_MERGE_TASK",
-    "MergeFunction",
-    "SplitFunction",
-    "Task",
-    "TaskContext",
-    "TaskFunction",
-    "TaskRegistry",
-    "TaskResult",
-    "csv_merge",
-    "csv_process",
-    "csv_shard",
-    "default_registry",
-    "import_tasks",
-    "task",
-    "task_merge",
-]
 
 
 def import_tasks(specs: Iterable[str]) -> list[str]:

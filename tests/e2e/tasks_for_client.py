@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 import conveyor
-from conveyor.tasks import TaskContext
+from conveyor.task_context import TaskContext
 
 #: Longest a held task waits for its release file.
 HOLD_LIMIT_S = 60.0

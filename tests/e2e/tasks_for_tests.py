@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import conveyor
-from conveyor.tasks import TaskContext
+from conveyor.task_context import TaskContext
 
 
 @conveyor.task("slow-first")

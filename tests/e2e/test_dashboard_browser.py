@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from conveyor.jobs import Job, JobState, new_job_id
+from conveyor.job_ids import new_job_id
+from conveyor.jobs import Job, JobState
 from conveyor.ledger import LedgerEvent
 from tests.e2e.conftest import QueueEnv
 from tests.e2e.helpers import TASKS_FILE, conveyor_command, run, wait_for, workers, write_csv

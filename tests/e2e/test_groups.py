@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from conveyor.client import Client, Group
+from conveyor.client import Client
+from conveyor.client_groups import Group
 from conveyor.jobs import JobState
 from conveyor.ledger import GroupState, JobNotFound
 from tests.e2e.conftest import QueueEnv, make_queue_env

@@ -15,7 +15,7 @@ import polars as pl
 import pytest
 
 from conveyor.csvjob.pipeline import transform_csv
-from conveyor.storage import TEMP_PREFIX
+from conveyor.tempfiles import TEMP_PREFIX
 
 TUTORIAL_INPUT = (
     "ID,Value\n1,100.5\n2,200.3\n3,150.2\n4,400.6\n5,300.1\n"

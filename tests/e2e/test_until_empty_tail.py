@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conveyor.jobs import Job, JobState
-from conveyor.queues.base import Outgoing
+from conveyor.queues.messages import Outgoing
 from tests.e2e.conftest import QueueEnv, make_queue_env
 from tests.e2e.helpers import WorkerProcess, run_json, workers, write_csv
 

@@ -7,7 +7,7 @@ import signal
 import time
 from pathlib import Path
 
-from conveyor.queues.base import Outgoing
+from conveyor.queues.messages import Outgoing
 from tests.e2e.conftest import QueueEnv
 from tests.e2e.helpers import (
     TASKS_FILE,

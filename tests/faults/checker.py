@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from conveyor.jobs import JobState
 from conveyor.ledger import JobRecord, Ledger, Transition, open_ledger, state_rank
-from conveyor.storage import TEMP_PREFIX
+from conveyor.tempfiles import TEMP_PREFIX
 
 if TYPE_CHECKING:
     from tests.e2e.conftest import QueueEnv

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from conveyor.jobs import Job, encode_for_queue, new_job_id
-from conveyor.queues.base import Outgoing
+from conveyor.job_ids import new_job_id
+from conveyor.jobs import Job, encode_for_queue
+from conveyor.queues.messages import Outgoing
 from conveyor.storage import Storage
 from tests.e2e.conftest import QueueEnv
 from tests.e2e.helpers import conveyor_command, wait_for
@@ -42,7 +43,7 @@ def with_max_receive_count(queue_env: QueueEnv, count: int) -> QueueEnv:
     settings = queue_env.settings.with_(max_receive_count=count)
     url = queue_env.queue_url
     if queue_env.backend == "sqs":
-        from conveyor.queues.sqs import create_queue
+        from conveyor.queues.sqs_admin import create_queue
 
         url = create_queue(f"faults-mrc{count}", max_receive_count=count, settings=settings)
     return dataclasses.replace(

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from conveyor.errors import TransientQueueError
-from conveyor.queues.base import Outgoing
+from conveyor.queues.messages import Outgoing
 from conveyor.queues.sqlite import SQLiteQueue
 
 #: Never run longer than this, even if nobody kills us.

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import conveyor
-from conveyor.tasks import TaskContext
+from conveyor.task_context import TaskContext
 from tests.faults.expect import CHUNK_BYTES, fault_copy_output, sha256
 
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from conveyor.atomic import atomic_output
 from conveyor.errors import StorageError
-from conveyor.storage import TEMP_PREFIX, atomic_output, remove_temps
+from conveyor.tempfiles import TEMP_PREFIX, remove_temps
 
 
 class Crash(BaseException):

@@ -13,7 +13,7 @@ import pytest
 from conveyor.csvjob import transform_csv
 from conveyor.errors import MessageTooLarge
 from conveyor.jobs import Job, job_id_of
-from conveyor.queues.base import Outgoing
+from conveyor.queues.messages import Outgoing
 from tests.e2e.conftest import QueueEnv
 from tests.faults.checker import Expect, account, assert_clean
 from tests.faults.conftest import FaultReport

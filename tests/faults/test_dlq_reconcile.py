@@ -12,8 +12,8 @@ import pytest
 from conveyor.jobs import Job, JobState
 from conveyor.ledger import LedgerEvent
 from conveyor.queues import Queue, open_queue
-from conveyor.queues.base import Outgoing, Received
-from conveyor.queues.sqlite import path_from_url
+from conveyor.queues.messages import Outgoing, Received
+from conveyor.queues.sqlite_path import path_from_url
 from conveyor.reconcile import CRASH_HINT
 
 # The embedded queue (the dead letters are written into its database) with each ledger.

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from conveyor.jobs import Job, JobState
-from conveyor.queues.sqlite import path_from_url
+from conveyor.queues.sqlite_path import path_from_url
 
 # The embedded queue (the rows are written into its database) with each ledger backend.
 from tests.e2e.conftest import QueueEnv, ledger_env

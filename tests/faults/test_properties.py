@@ -21,11 +21,12 @@ from conveyor.errors import BadInput, UnsafePath
 from conveyor.events import Action
 from conveyor.jobs import Job, JobState, job_id_of
 from conveyor.ledger import default_ledger_url, open_ledger
-from conveyor.queues.base import Outgoing
 from conveyor.queues.memory import MemoryQueue
+from conveyor.queues.messages import Outgoing
 from conveyor.settings import Settings
 from conveyor.storage import Storage
-from conveyor.tasks import TaskContext, TaskRegistry
+from conveyor.task_context import TaskContext
+from conveyor.task_registry import TaskRegistry
 from conveyor.worker import Worker
 
 EXAMPLES = settings(

@@ -16,7 +16,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from conveyor.storage import STAGING_DIR, STALE_TEMP_AGE_S, TEMP_PREFIX
+from conveyor.storage import STAGING_DIR
+from conveyor.tempfiles import STALE_TEMP_AGE_S, TEMP_PREFIX
 
 ROWS = 4_000_000
 #: A writer that holds its temporary file (and its lock) until killed.

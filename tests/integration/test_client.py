@@ -18,7 +18,8 @@ from conveyor.queues.base import Queue
 from conveyor.settings import Settings
 from conveyor.stop import MaxJobs, Shutdown
 from conveyor.submission import SubmitInterrupted
-from conveyor.tasks import TaskContext, TaskRegistry
+from conveyor.task_context import TaskContext
+from conveyor.task_registry import TaskRegistry
 from conveyor.worker import Worker
 from tests.fixtures.queues import QueueFactory
 

@@ -26,13 +26,15 @@ from conveyor.dashboard import DashboardData, create_app
 from conveyor.dashboard.app import STATIC_DIR, canonical_host, host_of, loopback_hosts
 from conveyor.dashboard.data import NOTHING_YET, chart_transitions
 from conveyor.errors import BadInput, ConfigError
-from conveyor.jobs import Job, JobState, encode_for_queue, new_job_id
+from conveyor.job_ids import new_job_id
+from conveyor.jobs import Job, JobState, encode_for_queue
 from conveyor.ledger import Ledger, LedgerEvent, default_ledger_url, open_ledger
 from conveyor.queues import Queue, open_queue
-from conveyor.queues.base import Outgoing
+from conveyor.queues.messages import Outgoing
 from conveyor.settings import Settings
 from conveyor.storage import Storage
-from conveyor.tasks import TaskContext, TaskRegistry
+from conveyor.task_context import TaskContext
+from conveyor.task_registry import TaskRegistry
 from conveyor.worker import Worker
 
 #: The scenario below leaves exactly these many jobs in each state.

@@ -26,7 +26,8 @@ from conveyor.reconcile import (
     reconcile_dead_letters,
     reconcile_queue,
 )
-from conveyor.storage import TEMP_PREFIX, Storage
+from conveyor.storage import Storage
+from conveyor.tempfiles import TEMP_PREFIX
 from tests.e2e.conftest import QueueEnv, local_env, make_queue_env
 from tests.e2e.helpers import run, run_json
 

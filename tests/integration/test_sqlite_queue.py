@@ -18,8 +18,8 @@ import pytest
 
 from conveyor.errors import ConfigError, QueueError, TransientQueueError
 from conveyor.queues import Outgoing, Queue, Received, open_queue
-from conveyor.queues.sqlite import (
-    SQLiteQueue,
+from conveyor.queues.sqlite import SQLiteQueue
+from conveyor.queues.sqlite_path import (
     check_local_filesystem,
     filesystem_type,
     is_network_filesystem,
@@ -523,7 +523,7 @@ def test_a_visibility_time_that_is_not_a_number_never_hides_a_row_for_good(db: P
 
 
 def test_a_huge_body_is_cut_in_listings_only(db: Path) -> None:
-    from conveyor.queues.base import MAX_LISTED_BODY_BYTES
+    from conveyor.queues.messages import MAX_LISTED_BODY_BYTES
 
     with SQLiteQueue(db) as queue:
         insert_raw(db, HOSTILE_BODIES["huge"])

@@ -27,8 +27,13 @@ from conveyor.errors import (
 )
 from conveyor.queues import Outgoing, open_queue
 from conveyor.queues.base import MAX_VISIBILITY_TIMEOUT_S, MAX_WAIT_S
-from conveyor.queues.sqs import SQSQueue, create_queue, delete_queue
-from conveyor.queues.sqs_admin import DEAD_LETTER_RETENTION_S, QUEUE_RETENTION_S
+from conveyor.queues.sqs import SQSQueue
+from conveyor.queues.sqs_admin import (
+    DEAD_LETTER_RETENTION_S,
+    QUEUE_RETENTION_S,
+    create_queue,
+    delete_queue,
+)
 from conveyor.queues.sqs_batch import BATCH_ATTEMPTS, run_batch
 from conveyor.queues.sqs_client import Endpoint, make_client, translate
 from conveyor.queues.sqs_dlq import ATTRIBUTE_BUDGET_BYTES, MAX_REASON_BYTES, DeadLetterQueue

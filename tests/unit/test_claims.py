@@ -13,7 +13,8 @@ import pytest
 from conveyor.claims import CLAIMS_DIR
 from conveyor.errors import BadMessage, MessageTooLarge
 from conveyor.jobs import Job, decode_from_queue, encode_for_queue
-from conveyor.storage import TEMP_PREFIX, Storage
+from conveyor.storage import Storage
+from conveyor.tempfiles import TEMP_PREFIX
 
 
 @pytest.fixture

@@ -13,21 +13,19 @@ import pytest
 from click.testing import CliRunner
 
 import conveyor
-from conveyor.client import Client, WaitTimeout, connect
+from conveyor.client import Client, connect
+from conveyor.default_tasks import TASK_MERGE_TASK, default_registry, task_merge
 from conveyor.errors import BadInput, ConfigError, ConveyorError, TransientQueueError, UnknownTask
 from conveyor.jobs import Job, JobState
 from conveyor.ledger import AmbiguousJobId, JobFinished, JobNotFound, JobRecord, default_ledger_url
-from conveyor.queues.base import Outgoing, Queue
-from conveyor.settings import OPTIONS, Settings, settings_from_env
+from conveyor.queues.base import Queue
+from conveyor.queues.messages import Outgoing
+from conveyor.settings import Settings, settings_from_env
+from conveyor.settings_table import OPTIONS
 from conveyor.submission import SubmitInterrupted
-from conveyor.tasks import (
-    TASK_MERGE_TASK,
-    Task,
-    TaskContext,
-    TaskRegistry,
-    default_registry,
-    task_merge,
-)
+from conveyor.task_context import TaskContext
+from conveyor.task_registry import Task, TaskRegistry
+from conveyor.waiting import WaitTimeout
 
 # --- configuration ------------------------------------------------------------------------
 

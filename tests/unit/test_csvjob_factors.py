@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conveyor.csvjob.factors import FACTOR_MAX, FACTOR_MIN, row_factor, row_factors
-from conveyor.jobs import MAX_SEED
+from conveyor.job_ids import MAX_SEED
 
 HYPOTHESIS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -11,7 +11,7 @@ import pytest
 from conveyor.csvjob import merge as csv_merge
 from conveyor.csvjob.merge import merge_csv_parts
 from conveyor.errors import StorageError
-from conveyor.storage import TEMP_PREFIX
+from conveyor.tempfiles import TEMP_PREFIX
 
 
 def make_parts(directory: Path, contents: list[bytes]) -> list[Path]:

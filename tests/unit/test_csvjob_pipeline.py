@@ -18,8 +18,8 @@ from conveyor.csvjob import pipeline
 from conveyor.csvjob.factors import row_factors
 from conveyor.csvjob.pipeline import CsvStats, process_csv, transform_csv
 from conveyor.errors import BadInput
-from conveyor.jobs import MAX_SEED, new_seed
-from conveyor.storage import TEMP_PREFIX
+from conveyor.job_ids import MAX_SEED, new_seed
+from conveyor.tempfiles import TEMP_PREFIX
 from tests.unit.csvjob_cases import (
     MODES,
     TUTORIAL_INPUT,

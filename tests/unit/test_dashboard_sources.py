@@ -11,7 +11,7 @@ from conveyor.dashboard.data import next_cursor
 from conveyor.dashboard.sources import NO_MESSAGES, LedgerSource, LedgerUnreadable, QueueSource
 from conveyor.errors import BadInput, QueueNotFound
 from conveyor.ledger import LedgerNotFound
-from conveyor.queues.base import DeadLetter, QueueStats
+from conveyor.queues.messages import DeadLetter, QueueStats
 
 STATS = QueueStats(visible=3, in_flight=1, delayed=0, dead_lettered=2)
 

@@ -6,12 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from conveyor.client import tolerated_failures
+from conveyor.client_groups import tolerated_failures
 from conveyor.csvjob import split_csv
+from conveyor.default_tasks import csv_merge, csv_shard
 from conveyor.errors import BadInput
 from conveyor.jobs import Job
 from conveyor.storage import Storage
-from conveyor.tasks import TaskContext, csv_merge, csv_shard
+from conveyor.task_context import TaskContext
 
 
 @pytest.mark.parametrize(

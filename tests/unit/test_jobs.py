@@ -14,9 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conveyor.errors import BadMessage
+from conveyor.job_ids import MAX_SEED, new_job_id
 from conveyor.jobs import (
-    MAX_DEPTH,
-    MAX_SEED,
     TERMINAL,
     VERSION,
     Job,
@@ -24,11 +23,11 @@ from conveyor.jobs import (
     decode_from_queue,
     encode_for_queue,
     job_id_of,
-    new_job_id,
-    parse_json,
 )
-from conveyor.queues.base import message_text
-from conveyor.storage import TEMP_PREFIX, Storage, check_job_id
+from conveyor.queues.messages import message_text
+from conveyor.storage import Storage, check_job_id
+from conveyor.strict_json import MAX_DEPTH, parse_json
+from conveyor.tempfiles import TEMP_PREFIX
 
 CROCKFORD = set("0123456789ABCDEFGHJKMNPQRSTVWXYZ")
 

@@ -13,10 +13,11 @@ from conveyor.errors import BadInput
 from conveyor.events import Action, WorkerEvent
 from conveyor.jobs import Job
 from conveyor.metrics import QueueRequestCollector, WorkerMetrics
-from conveyor.queues.base import Outgoing
 from conveyor.queues.memory import ManualClock, MemoryQueue
+from conveyor.queues.messages import Outgoing
 from conveyor.settings import Settings
-from conveyor.tasks import TaskContext, TaskRegistry
+from conveyor.task_context import TaskContext
+from conveyor.task_registry import TaskRegistry
 from conveyor.worker import Worker
 
 HEARTBEAT_S = 10.0

@@ -8,8 +8,8 @@ from typing import Any
 
 from conveyor.jobs import Job, JobState
 from conveyor.ledger import LedgerEvent, default_ledger_url, open_ledger
-from conveyor.queues.base import DeadLetter, Outgoing
 from conveyor.queues.memory import ManualClock, MemoryQueue
+from conveyor.queues.messages import DeadLetter, Outgoing
 from conveyor.reconcile import DeadLetterWatch, reconcile_dead_letters
 
 VISIBILITY_S = 30

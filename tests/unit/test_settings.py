@@ -9,7 +9,8 @@ import pytest
 
 from conveyor.errors import ConfigError
 from conveyor.option import Option, env_value
-from conveyor.settings import OPTIONS, Settings, env_for, settings_from_env
+from conveyor.settings import Settings, env_for, settings_from_env
+from conveyor.settings_table import OPTIONS
 
 
 def test_every_field_but_the_region_is_a_setting_of_the_table() -> None:

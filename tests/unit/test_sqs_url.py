@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conveyor.errors import ConfigError
-from conveyor.k8s.config import Deployment, SqsQueue
-from conveyor.queues.sqs import body_limit_bytes
+from conveyor.k8s.aws import SqsQueue
+from conveyor.k8s.config import Deployment
 from conveyor.queues.sqs_client import Endpoint
 from conveyor.queues.sqs_dlq import (
     ATTRIBUTE_BUDGET_BYTES,
@@ -19,15 +19,12 @@ from conveyor.queues.sqs_dlq import (
     REASON_ATTRIBUTE,
     RECEIVE_COUNT_ATTRIBUTE,
     attributes_bytes,
+    body_limit_bytes,
     dead_letter_attributes,
     shorten,
     sqs_text,
 )
-from conveyor.queues.sqs_url import (
-    dead_letter_name,
-    parse_queue_arn,
-    parse_queue_url,
-)
+from conveyor.queues.sqs_url import dead_letter_name, parse_queue_arn, parse_queue_url
 from conveyor.settings import Settings as ConveyorSettings
 
 ACCOUNT = "123456789012"

@@ -14,8 +14,8 @@ import pytest
 from conveyor.errors import QueueNotFound, StorageError, TransientQueueError
 from conveyor.jobs import Job, JobState
 from conveyor.ledger import Ledger, default_ledger_url, open_ledger
-from conveyor.queues.base import Outgoing, Received
 from conveyor.queues.memory import ManualClock, MemoryQueue
+from conveyor.queues.messages import Outgoing, Received
 from conveyor.settings import EXIT_OK, Settings
 from conveyor.stop import (
     OPEN_STATES,
@@ -30,7 +30,8 @@ from conveyor.stop import (
     open_job_count,
     policy_from_settings,
 )
-from conveyor.tasks import TaskContext, TaskRegistry
+from conveyor.task_context import TaskContext
+from conveyor.task_registry import TaskRegistry
 from conveyor.worker import Worker
 
 SQS_URL = "https://sqs.eu-west-1.amazonaws.com/123456789012/jobs"

@@ -13,24 +13,18 @@ from pathlib import Path
 import pytest
 
 from conveyor import tempfiles
+from conveyor.atomic import atomic_output
 from conveyor.errors import BadInput, StorageError, UnsafePath
+from conveyor.statefiles import OWNER_ONLY, StateMode, create_state_file, state_mode
 from conveyor.storage import (
-    LEGACY_TEMP_AGE_S,
     MAX_NAME_BYTES,
     MAX_PATH_BYTES,
-    OWNER_ONLY,
     STAGING_DIR,
-    TEMP_PREFIX,
-    StateMode,
     Storage,
-    atomic_output,
     check_job_id,
     check_relative_path,
-    clean_stale_temps,
-    create_state_file,
-    state_mode,
-    temp_name,
 )
+from conveyor.tempfiles import LEGACY_TEMP_AGE_S, TEMP_PREFIX, clean_stale_temps, temp_name
 
 
 @pytest.fixture

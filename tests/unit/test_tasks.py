@@ -12,17 +12,12 @@ import pytest
 
 import conveyor
 from conveyor import csvjob as csvtask
+from conveyor.default_tasks import csv_process, default_registry, task
 from conveyor.errors import BadInput, ConfigError, LeaseLost, UnknownTask
 from conveyor.jobs import Job
-from conveyor.tasks import (
-    TaskContext,
-    TaskRegistry,
-    TaskResult,
-    csv_process,
-    default_registry,
-    import_tasks,
-    task,
-)
+from conveyor.task_context import TaskContext, TaskResult
+from conveyor.task_registry import TaskRegistry
+from conveyor.tasks import import_tasks
 
 
 def context(tmp_path: Path, job: Job | None = None, **changes: object) -> TaskContext:

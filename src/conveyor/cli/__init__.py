@@ -23,7 +23,7 @@ COMMANDS: dict[str, str] = {
     "worker": "conveyor.cli.worker:worker",
     "health": "conveyor.cli.worker:health",
     "queue": "conveyor.cli.queue:queue",
-    "dlq": "conveyor.cli.queue:dlq",
+    "dlq": "conveyor.cli.dlq:dlq",
     "k8s": "conveyor.cli.k8s:k8s",
     "dashboard": "conveyor.cli.dashboard:dashboard",
     "ledger": "conveyor.cli.ledger:ledger",

@@ -13,7 +13,7 @@ from conveyor.cli.shared_options import (
     shown_ledger_url,
     storage_option,
 )
-from conveyor.client import open_configured_ledger, open_configured_queue
+from conveyor.client_base import open_configured_ledger, open_configured_queue
 from conveyor.errors import ConfigError, QueueNotFound
 from conveyor.queues import Queue
 from conveyor.settings import Settings

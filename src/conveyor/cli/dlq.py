@@ -25,7 +25,8 @@ from conveyor.cli.shared_options import (
 )
 from conveyor.errors import BadInput, ConveyorError
 from conveyor.jobs import job_id_of
-from conveyor.queues.base import DeadLetter, Queue
+from conveyor.queues.base import Queue
+from conveyor.queues.messages import DeadLetter
 from conveyor.reconcile import reconcile_dead_letters, reconcile_queue
 from conveyor.settings import Settings
 from conveyor.storage import Storage

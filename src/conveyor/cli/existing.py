@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import click
 
-from conveyor.client import open_configured_ledger, open_configured_queue
+from conveyor.client_base import open_configured_ledger, open_configured_queue
 from conveyor.errors import QueueNotFound
 from conveyor.ledger import Ledger, LedgerNotFound
 from conveyor.queues.base import Queue

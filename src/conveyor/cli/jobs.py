@@ -1,7 +1,7 @@
 """``conveyor wait`` and ``cancel``: thin layers over :class:`conveyor.Client`.
 
 ``conveyor submit`` is in :mod:`conveyor.cli.submit` and ``conveyor status`` in
-:mod:`conveyor.cli.status` (both re-exported here, the command table's old paths).
+:mod:`conveyor.cli.status`.
 """
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ from conveyor.cli.shared_options import (
     queue_options,
     storage_option,
 )
-from conveyor.cli.status import group_line, record_line, status
-from conveyor.cli.submit import submit
+from conveyor.cli.status import group_line, record_line
 from conveyor.client import Client
 from conveyor.errors import ConveyorError
 from conveyor.jobs import JobState
@@ -147,6 +146,3 @@ def _show_records(records: Sequence[JobRecord], as_json: bool) -> None:
         return
     for record in records:
         click.echo(record_line(record))
-
-
-__all__ = ["cancel", "status", "submit", "wait"]

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from conveyor.cli.dlq import dlq
+from conveyor.claims import release_claims_of
 from conveyor.cli.existing import (
     existing_ledger,
     existing_queue,
@@ -28,14 +28,12 @@ from conveyor.cli.shared_options import (
     queue_options,
     storage_option,
 )
-from conveyor.jobs import TERMINAL, JobState, release_claims_of
+from conveyor.jobs import TERMINAL, JobState
 from conveyor.ledger import Ledger, LedgerEvent
 from conveyor.queues import create_queue, delete_queue
-from conveyor.queues.base import MAX_VISIBILITY_TIMEOUT_S, QueueStats
+from conveyor.queues.base import MAX_VISIBILITY_TIMEOUT_S
+from conveyor.queues.messages import QueueStats
 from conveyor.storage import Storage
-
-# `conveyor dlq` is looked up here (cli.COMMANDS).
-__all__ = ["PURGED_REASON", "cancel_purged", "dlq", "queue"]
 
 #: The reason recorded for jobs whose messages ``queue purge`` deleted.
 PURGED_REASON = "purged from the queue"

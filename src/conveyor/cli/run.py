@@ -14,7 +14,7 @@ from types import FrameType
 import click
 
 from conveyor.errors import InputNotFound, Interrupted
-from conveyor.jobs import MAX_SEED, new_seed
+from conveyor.job_ids import MAX_SEED, new_seed
 
 
 @click.command()

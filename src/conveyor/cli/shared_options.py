@@ -15,7 +15,9 @@ import click
 
 from conveyor.errors import ConfigError
 from conveyor.ledger import redact_url
-from conveyor.settings import OPTIONS, Option, Settings, check_heartbeat, default_wait_s
+from conveyor.option import Option
+from conveyor.settings import Settings, check_heartbeat, default_wait_s
+from conveyor.settings_table import OPTIONS
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -21,7 +21,7 @@ from conveyor.cli.shared_options import (
     queue_options,
     storage_option,
 )
-from conveyor.client import open_configured_ledger, open_configured_queue
+from conveyor.client_base import open_configured_ledger, open_configured_queue
 from conveyor.errors import ConveyorError
 from conveyor.jobs import JobState
 from conveyor.ledger import (
@@ -32,7 +32,7 @@ from conveyor.ledger import (
     LedgerSummary,
     Transition,
 )
-from conveyor.queues.base import QueueStats
+from conveyor.queues.messages import QueueStats
 from conveyor.settings import Settings
 
 #: Most jobs one page lists (the ledger's own limit).

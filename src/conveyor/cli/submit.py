@@ -22,9 +22,11 @@ from conveyor.cli.shared_options import (
     queue_options,
     storage_option,
 )
-from conveyor.client import Client, Group
-from conveyor.jobs import MAX_SEED, Job
-from conveyor.submission import Item
+from conveyor.client import Client
+from conveyor.client_groups import Group
+from conveyor.job_ids import MAX_SEED
+from conveyor.jobs import Job
+from conveyor.submit_plan import Item
 
 #: Show a progress bar (on a terminal) from this many jobs on.
 _PROGRESS_FROM = 200

@@ -13,27 +13,13 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from conveyor.dashboard.sources import NO_MESSAGES, LedgerSource, LedgerUnreadable, QueueSource
+from conveyor.dashboard.sources import LedgerSource, QueueSource
 from conveyor.dashboard.timeline import build_timeline
 from conveyor.jobs import JobState, job_id_of
 from conveyor.ledger import Ledger, LedgerSummary, Transition
-from conveyor.queues.base import DeadLetter, Queue, QueueStats, display_text
+from conveyor.queues.base import Queue
+from conveyor.queues.messages import DeadLetter, QueueStats, display_text
 from conveyor.storage import check_job_id
-
-# NO_MESSAGES and LedgerUnreadable, defined here before sources.py, stay importable.
-__all__ = [
-    "CHART_BUDGET",
-    "DEFAULT_WINDOW_S",
-    "LIST_LIMIT",
-    "MAX_NARROWINGS",
-    "NOTHING_YET",
-    "NO_MESSAGES",
-    "DashboardData",
-    "LedgerUnreadable",
-    "chart_transitions",
-    "empty_summary",
-    "next_cursor",
-]
 
 #: The chart covers at most this much history by default.
 DEFAULT_WINDOW_S = 3600.0

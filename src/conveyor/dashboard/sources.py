@@ -14,7 +14,8 @@ from typing import TypeVar
 
 from conveyor.errors import BadInput, ConveyorError, QueueNotFound
 from conveyor.ledger import Ledger, LedgerNotFound, redact_url
-from conveyor.queues.base import DeadLetter, Queue, QueueStats
+from conveyor.queues.base import Queue
+from conveyor.queues.messages import DeadLetter, QueueStats
 
 log = logging.getLogger("conveyor.dashboard")
 

@@ -9,42 +9,10 @@ from dataclasses import dataclass, field
 from conveyor.errors import ConfigError
 from conveyor.k8s.aws import EcrImage, SqsQueue, partition_of
 from conveyor.k8s.names import check_dns_label, check_quantity, is_label_value
-from conveyor.k8s.sections import (
-    Aws,
-    Efs,
-    Keda,
-    LedgerSecret,
-    Prune,
-    PullSecret,
-    Resources,
-    Workload,
-)
+from conveyor.k8s.sections import Aws, Efs, Keda, LedgerSecret, Prune, PullSecret, Workload
 from conveyor.queues.base import MAX_VISIBILITY_TIMEOUT_S, MAX_WAIT_S
 from conveyor.queues.sqs_url import dead_letter_name
 from conveyor.settings import Settings
-
-# What this module held before its split stays importable from here.
-__all__ = [
-    "EFS_MOUNT",
-    "EXIT_MARGIN_S",
-    "HEALTH_FILE",
-    "RUN_AS_UID",
-    "SAMPLE_INPUT",
-    "Aws",
-    "Deployment",
-    "EcrImage",
-    "Efs",
-    "Keda",
-    "LedgerSecret",
-    "Prune",
-    "PullSecret",
-    "Resources",
-    "SqsQueue",
-    "Workload",
-    "check_dns_label",
-    "check_quantity",
-    "partition_of",
-]
 
 #: The numeric user and group the image runs as (deploy/Dockerfile's USER). Kubernetes can
 #: only verify runAsNonRoot against a numeric user, and an EFS access point should map

@@ -10,7 +10,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from conveyor.errors import BadInput, BadMessage
-from conveyor.jobs import VERSION, Job, JobState, new_seed
+from conveyor.job_ids import new_seed
+from conveyor.jobs import VERSION, Job, JobState
 from conveyor.storage import check_job_id
 
 #: The largest completion envelope a group keeps (the queue's message limit).

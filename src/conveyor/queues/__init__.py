@@ -7,11 +7,11 @@ from urllib.parse import urlsplit
 
 from conveyor.errors import ConfigError
 from conveyor.queues.admin import create_queue, delete_queue
-from conveyor.queues.base import (
+from conveyor.queues.base import Queue
+from conveyor.queues.messages import (
     BatchResult,
     DeadLetter,
     Outgoing,
-    Queue,
     QueueStats,
     Received,
     Removed,

@@ -8,40 +8,13 @@ from typing import ClassVar
 
 from conveyor.errors import ConfigError, LeaseLost, MessageTooLarge
 from conveyor.queues.messages import (
-    MAX_LISTED_BODY_BYTES,
     BatchResult,
     DeadLetter,
     Outgoing,
     QueueStats,
     Received,
     Removed,
-    display_text,
-    message_text,
 )
-
-# The values of the contract live in messages.py; they stay importable from here.
-__all__ = [
-    "MAX_BATCH",
-    "MAX_DELAY_S",
-    "MAX_LISTED_BODY_BYTES",
-    "MAX_VISIBILITY_TIMEOUT_S",
-    "MAX_WAIT_S",
-    "BatchResult",
-    "DeadLetter",
-    "Outgoing",
-    "Queue",
-    "QueueStats",
-    "Received",
-    "Removed",
-    "billed_requests",
-    "check_outgoing",
-    "check_queue_config",
-    "check_receive",
-    "check_visibility_timeout_s",
-    "display_text",
-    "message_text",
-]
-
 
 #: SQS's ceiling on a visibility timeout (12 hours); every backend enforces it.
 MAX_VISIBILITY_TIMEOUT_S = 43_200

@@ -11,16 +11,14 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from conveyor.errors import BadInput, LeaseLost
-from conveyor.queues.base import (
+from conveyor.queues.base import Queue, billed_requests, check_queue_config
+from conveyor.queues.messages import (
     BatchResult,
     DeadLetter,
     Outgoing,
-    Queue,
     QueueStats,
     Received,
     Removed,
-    billed_requests,
-    check_queue_config,
 )
 from conveyor.settings import Settings
 

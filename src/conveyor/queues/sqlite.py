@@ -9,16 +9,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from conveyor.errors import ConfigError, LeaseLost, QueueError
-from conveyor.queues.base import (
+from conveyor.queues.base import Queue, check_queue_config
+from conveyor.queues.messages import (
     MAX_LISTED_BODY_BYTES,
     BatchResult,
     DeadLetter,
     Outgoing,
-    Queue,
     QueueStats,
     Received,
     Removed,
-    check_queue_config,
     display_text,
     message_text,
 )
@@ -32,13 +31,7 @@ from conveyor.queues.sqlite_db import (
 )
 from conveyor.queues.sqlite_dlq import DEFAULT_DEAD_LETTER_RETENTION_S, DeadLetterTable
 from conveyor.queues.sqlite_leases import bury, by_lease, release
-from conveyor.queues.sqlite_path import (
-    NETWORK_FILESYSTEMS,
-    check_local_filesystem,
-    filesystem_type,
-    is_network_filesystem,
-    path_from_url,
-)
+from conveyor.queues.sqlite_path import path_from_url
 from conveyor.queues.sqlite_sql import (
     ACK,
     BURY,
@@ -46,23 +39,9 @@ from conveyor.queues.sqlite_sql import (
     DELETE,
     EXTEND,
     REPAIR_VISIBILITY,
-    SCHEMA_VERSION,
     UNREADABLE_VISIBILITY,
 )
 from conveyor.settings import Settings
-
-# Where the database may live is its own module; its names are part of this one's API.
-__all__ = [
-    "DEFAULT_BUSY_TIMEOUT_S",
-    "DEFAULT_DEAD_LETTER_RETENTION_S",
-    "NETWORK_FILESYSTEMS",
-    "SCHEMA_VERSION",
-    "SQLiteQueue",
-    "check_local_filesystem",
-    "filesystem_type",
-    "is_network_filesystem",
-    "path_from_url",
-]
 
 #: SQS's classic limit; the message envelope stays far below it (claim check).
 DEFAULT_MAX_MESSAGE_BYTES = 262_144

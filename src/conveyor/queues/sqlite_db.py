@@ -14,7 +14,8 @@ from typing import TypeVar
 from urllib.parse import quote
 
 from conveyor.errors import ConfigError, QueueError, QueueNotFound, TransientQueueError
-from conveyor.queues.base import billed_requests, message_text
+from conveyor.queues.base import billed_requests
+from conveyor.queues.messages import message_text
 from conveyor.queues.sqlite_path import check_local_filesystem, path_from_url
 from conveyor.queues.sqlite_sql import (
     DEAD_LETTER_INDEXES,

@@ -8,7 +8,7 @@ import time
 from collections.abc import Sequence
 
 from conveyor.errors import BadInput
-from conveyor.queues.base import (
+from conveyor.queues.messages import (
     MAX_LISTED_BODY_BYTES,
     DeadLetter,
     Removed,

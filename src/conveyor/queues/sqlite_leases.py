@@ -7,7 +7,7 @@ import sqlite3
 import time
 from collections.abc import Sequence
 
-from conveyor.queues.base import BatchResult
+from conveyor.queues.messages import BatchResult
 from conveyor.queues.sqlite_db import CHUNK, QueueDatabase
 from conveyor.queues.sqlite_sql import BURY_HELD, DELETE_HELD, HELD, RELEASE
 

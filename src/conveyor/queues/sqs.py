@@ -10,16 +10,8 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from conveyor.errors import ConfigError, LeaseCapReached, LeaseLost, QueueError
-from conveyor.queues.base import (
-    MAX_VISIBILITY_TIMEOUT_S,
-    BatchResult,
-    DeadLetter,
-    Outgoing,
-    Queue,
-    QueueStats,
-    Received,
-)
-from conveyor.queues.sqs_admin import create_queue, delete_queue
+from conveyor.queues.base import MAX_VISIBILITY_TIMEOUT_S, Queue
+from conveyor.queues.messages import BatchResult, DeadLetter, Outgoing, QueueStats, Received
 from conveyor.queues.sqs_batch import (
     change_visibility,
     delete_messages,
@@ -48,12 +40,8 @@ from conveyor.settings import Settings
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.client import SQSClient
-    from mypy_boto3_sqs.type_defs import (
-        MessageTypeDef,
-    )
+    from mypy_boto3_sqs.type_defs import MessageTypeDef
 
-# body_limit_bytes and the admin calls live beside; they stay importable from here.
-__all__ = ["SQSQueue", "body_limit_bytes", "create_queue", "delete_queue"]
 
 log = logging.getLogger(__name__)
 

@@ -11,13 +11,7 @@ import botocore.exceptions
 from conveyor.errors import ConfigError
 from conveyor.queues.base import MAX_VISIBILITY_TIMEOUT_S
 from conveyor.queues.sqs_client import Endpoint, call, make_client, translate
-from conveyor.queues.sqs_url import (
-    DLQ_SUFFIX,
-    FIFO_SUFFIX,
-    dead_letter_name,
-    parse_queue_arn,
-    parse_queue_url,
-)
+from conveyor.queues.sqs_url import FIFO_SUFFIX, dead_letter_name, parse_queue_arn, parse_queue_url
 from conveyor.settings import Settings
 
 if TYPE_CHECKING:
@@ -33,14 +27,6 @@ MIN_MAX_RECEIVE_COUNT = 2
 LONG_POLL_S = 20
 
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,80}")
-
-__all__ = [
-    "DLQ_SUFFIX",
-    "FIFO_SUFFIX",
-    "create_queue",
-    "dead_letter_name",
-    "delete_queue",
-]
 
 
 def _check_name(name: str) -> None:

@@ -9,7 +9,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from conveyor.errors import ConfigError
-from conveyor.queues.base import MAX_BATCH, BatchResult, Outgoing
+from conveyor.queues.base import MAX_BATCH
+from conveyor.queues.messages import BatchResult, Outgoing
 from conveyor.queues.sqs_client import call
 
 if TYPE_CHECKING:

@@ -10,13 +10,9 @@ from typing import TYPE_CHECKING
 import botocore.exceptions
 
 from conveyor.errors import QueueError
-from conveyor.queues.base import MAX_BATCH, DeadLetter
-from conveyor.queues.sqs_batch import (
-    change_visibility,
-    delete_messages,
-    fifo_id,
-    send_messages,
-)
+from conveyor.queues.base import MAX_BATCH
+from conveyor.queues.messages import DeadLetter
+from conveyor.queues.sqs_batch import change_visibility, delete_messages, fifo_id, send_messages
 from conveyor.queues.sqs_client import call, get_attributes, message_counts
 from conveyor.queues.sqs_url import parse_queue_arn
 

@@ -9,7 +9,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from conveyor.queues.base import MAX_VISIBILITY_TIMEOUT_S, BatchResult
+from conveyor.queues.base import MAX_VISIBILITY_TIMEOUT_S
+from conveyor.queues.messages import BatchResult
 
 #: Stale leases remembered so that using one again fails without asking SQS.
 REMEMBERED_STALE_LEASES = 10_000

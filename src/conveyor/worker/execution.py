@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from conveyor.atomic import atomic_output
 from conveyor.errors import TransientTaskError
 from conveyor.jobs import JobState
 from conveyor.ledger import JobRecord
 from conveyor.stop import StopWatch
-from conveyor.storage import Storage, atomic_output
-from conveyor.tasks import TaskContext, TaskFunction, TaskResult
+from conveyor.storage import Storage
+from conveyor.task_context import TaskContext, TaskFunction, TaskResult
 from conveyor.worker.hooks import WorkerHook
 from conveyor.worker.inflight import Heartbeat, InFlight, Round
 from conveyor.worker.journal import Journal

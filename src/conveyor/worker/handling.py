@@ -13,7 +13,7 @@ from conveyor.jobs import JobState, decode_from_queue
 from conveyor.ledger import JobRecord
 from conveyor.stop import StopWatch
 from conveyor.storage import Storage
-from conveyor.tasks import TaskRegistry
+from conveyor.task_registry import TaskRegistry
 from conveyor.worker.execution import Cancelled, Execution, GraceExpired, cancel_reason
 from conveyor.worker.hooks import WorkerHook
 from conveyor.worker.inflight import InFlight, Round

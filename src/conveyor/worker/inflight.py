@@ -13,7 +13,8 @@ from conveyor.errors import FATAL_ERRORS, ConveyorError, LeaseLost, TransientQue
 from conveyor.events import Action, WorkerEvent
 from conveyor.jobs import Job, job_id_of
 from conveyor.ledger import JobRecord, LedgerEvent
-from conveyor.queues.base import Queue, Received
+from conveyor.queues.base import Queue
+from conveyor.queues.messages import Received
 
 log = logging.getLogger("conveyor.worker")
 

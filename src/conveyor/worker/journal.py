@@ -14,8 +14,9 @@ from conveyor.events import Action, WorkerEvent, WorkerObserver
 from conveyor.jobs import JobState
 from conveyor.ledger import Completion, JobRecord, Ledger, LedgerEvent
 from conveyor.queues.base import Queue
-from conveyor.storage import Storage, remove_temps
-from conveyor.tasks import TaskResult
+from conveyor.storage import Storage
+from conveyor.task_context import TaskResult
+from conveyor.tempfiles import remove_temps
 from conveyor.worker.inflight import InFlight, Round
 
 log = logging.getLogger("conveyor.worker")

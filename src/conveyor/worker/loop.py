@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 
 from conveyor.backoff import Backoff, ExponentialBackoff
 from conveyor.completions import send_due_completions
+from conveyor.default_tasks import default_registry
 from conveyor.errors import FATAL_ERRORS, ConveyorError
 from conveyor.events import Action, LogObserver, WorkerObserver
 from conveyor.ledger import Ledger, open_ledger
@@ -29,7 +30,7 @@ from conveyor.stop import (
     policy_from_settings,
 )
 from conveyor.storage import Storage
-from conveyor.tasks import TaskRegistry, default_registry
+from conveyor.task_registry import TaskRegistry
 from conveyor.worker.execution import TICK_S, Execution
 from conveyor.worker.handling import JobHandler
 from conveyor.worker.hooks import (

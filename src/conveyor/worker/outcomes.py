@@ -6,9 +6,10 @@ from __future__ import annotations
 import logging
 
 from conveyor.backoff import Backoff
+from conveyor.claims import release_claim
 from conveyor.errors import FATAL_ERRORS, BadInput, ConveyorError
 from conveyor.events import Action, WorkerEvent
-from conveyor.jobs import Job, JobState, release_claim
+from conveyor.jobs import Job, JobState
 from conveyor.queues.base import Queue
 from conveyor.storage import Storage
 from conveyor.worker.hooks import WorkerHook

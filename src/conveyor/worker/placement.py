@@ -18,7 +18,7 @@ def network_filesystem_of(path: Path, mountinfo: str | None = None) -> str | Non
     resolved). ``mountinfo`` is ``/proc/self/mountinfo``'s text (read when None; where there
     is none, as off Linux, every path counts as local).
     """
-    from conveyor.queues.sqlite import filesystem_type, is_network_filesystem
+    from conveyor.queues.sqlite_path import filesystem_type, is_network_filesystem
 
     if mountinfo is None:
         try:

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from queue import SimpleQueue
 
 from conveyor.errors import PermanentTaskError
-from conveyor.tasks import TaskContext, TaskFunction, TaskResult
+from conveyor.task_context import TaskContext, TaskFunction, TaskResult
 
 
 class TaskCall:

@@ -11,7 +11,8 @@ from conveyor.ledger import default_ledger_url, open_ledger
 from conveyor.queues.memory import ManualClock, MemoryQueue
 from conveyor.settings import Settings
 from conveyor.stop import Shutdown
-from conveyor.tasks import TaskContext, TaskRegistry
+from conveyor.task_context import TaskContext
+from conveyor.task_registry import TaskRegistry
 from tests.unit.worker.helpers import VISIBILITY_S, Env, FixedBackoff, Recorder
 
 

@@ -12,11 +12,11 @@ from typing import Any
 from conveyor.events import WorkerEvent
 from conveyor.jobs import Job, JobState
 from conveyor.ledger import Ledger
-from conveyor.queues.base import Outgoing
 from conveyor.queues.memory import ManualClock, MemoryQueue
+from conveyor.queues.messages import Outgoing
 from conveyor.settings import Settings
 from conveyor.stop import Shutdown
-from conveyor.tasks import TaskRegistry
+from conveyor.task_registry import TaskRegistry
 from conveyor.worker import RoundResult, Worker, WorkerHook
 
 VISIBILITY_S = 30

@@ -15,11 +15,12 @@ from conveyor.events import Action
 from conveyor.jobs import Job, JobState, job_id_of
 from conveyor.ledger import Ledger, LedgerEvent, default_ledger_url, open_ledger
 from conveyor.ledger.sqlite import SQLiteLedger
-from conveyor.queues.base import Outgoing
 from conveyor.queues.memory import ManualClock, MemoryQueue
+from conveyor.queues.messages import Outgoing
 from conveyor.settings import Settings
 from conveyor.stop import Shutdown
-from conveyor.tasks import TaskContext, TaskRegistry
+from conveyor.task_context import TaskContext
+from conveyor.task_registry import TaskRegistry
 from conveyor.worker import Worker
 
 VISIBILITY_S = 30

@@ -12,8 +12,8 @@ from conveyor.errors import BadInput, StorageError, TransientTaskError
 from conveyor.events import Action
 from conveyor.jobs import Job, JobState
 from conveyor.ledger import JobFinished, Ledger, LedgerEvent
-from conveyor.queues.base import Outgoing
-from conveyor.tasks import TaskContext
+from conveyor.queues.messages import Outgoing
+from conveyor.task_context import TaskContext
 from tests.unit.worker.helpers import VISIBILITY_S, Env, only
 
 # --- failures -----------------------------------------------------------------------------
@@ -353,7 +353,7 @@ def submit_claimed(env: Env, name: str, params: dict[str, Any], task: str = "upp
 
 
 def claims(env: Env) -> list[str]:
-    from conveyor.jobs import CLAIMS_DIR
+    from conveyor.claims import CLAIMS_DIR
 
     folder = env.root / CLAIMS_DIR
     return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
@@ -381,7 +381,7 @@ def test_a_job_that_succeeded_releases_its_claim_but_not_one_another_job_shares(
 def sha_of(params: dict[str, Any]) -> str:
     import hashlib
 
-    from conveyor.jobs import canonical_json
+    from conveyor.strict_json import canonical_json
 
     return hashlib.sha256(canonical_json(params).encode()).hexdigest()
 

@@ -7,7 +7,7 @@ import pytest
 from conveyor.events import Action
 from conveyor.jobs import JobState
 from conveyor.settings import Settings
-from conveyor.tasks import TaskContext
+from conveyor.task_context import TaskContext
 from tests.unit.worker.helpers import VISIBILITY_S, Env, only, wait_until
 
 

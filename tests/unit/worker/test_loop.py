@@ -7,9 +7,9 @@ import threading
 from conveyor.events import Action
 from conveyor.jobs import Job, JobState
 from conveyor.ledger import LedgerEvent
-from conveyor.queues.base import Outgoing
+from conveyor.queues.messages import Outgoing
 from conveyor.settings import EXIT_INTERRUPTED, EXIT_OK
-from conveyor.tasks import TaskContext
+from conveyor.task_context import TaskContext
 from tests.unit.worker.helpers import VISIBILITY_S, Env, only
 
 # --- the success path ---------------------------------------------------------------------

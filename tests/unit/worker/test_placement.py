@@ -8,7 +8,7 @@ import pytest
 
 from conveyor.errors import ConfigError
 from conveyor.settings import Settings
-from conveyor.worker import check_ledger_placement, network_filesystem_of
+from conveyor.worker.placement import check_ledger_placement, network_filesystem_of
 
 #: A mount table with the storage on Amazon EFS (NFSv4.1) and the rest on a local disk.
 EFS_MOUNTINFO = (
