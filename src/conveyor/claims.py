@@ -10,6 +10,7 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from conveyor.atomic import atomic_output
@@ -134,12 +135,7 @@ def _link_claim(storage: Storage, job_id: str, digest: str, data: bytes) -> str:
             break
         else:
             return rel
-    with atomic_output(own) as temp:
-        try:
-            os.chmod(temp, 0o600)
-            temp.write_bytes(data)
-        except OSError as exc:
-            raise storage_error(exc, f"cannot write claim {own}") from exc
+    _publish_claim(own, data)
     return rel
 
 
@@ -193,9 +189,14 @@ def _write_claim(storage: Storage, digest: str, data: bytes) -> None:
             directory.mkdir(mode=0o700, exist_ok=True)
     except OSError as exc:
         raise storage_error(exc, f"cannot create {final.parent}") from exc
-    with atomic_output(final) as temp:
+    _publish_claim(final, data)
+
+
+def _publish_claim(path: Path, data: bytes) -> None:
+    """Publish ``data`` at ``path`` atomically, owner-only (0600) from the start."""
+    with atomic_output(path) as temp:
         try:
             os.chmod(temp, 0o600)
             temp.write_bytes(data)
         except OSError as exc:
-            raise storage_error(exc, f"cannot write claim {final}") from exc
+            raise storage_error(exc, f"cannot write claim {path}") from exc

@@ -46,7 +46,8 @@ def open_wal(
     Raises:
         ConfigError: the file cannot be opened, is not a database, or refuses WAL mode.
     """
-    target = f"file:{quote(str(path))}?mode={'rwc' if create else 'rw'}"
+    # "rw" never creates the database. One leading slash: "file://x" would name a host.
+    target = f"file:{quote('/' + str(path).lstrip('/'))}?mode={'rwc' if create else 'rw'}"
     try:
         conn = sqlite3.connect(
             target, uri=True, timeout=timeout_s, isolation_level=None, check_same_thread=False

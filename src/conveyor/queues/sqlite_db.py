@@ -11,7 +11,6 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
-from urllib.parse import quote
 
 from conveyor.errors import ConfigError, QueueError, QueueNotFound, TransientQueueError
 from conveyor.queues.base import billed_requests
@@ -25,7 +24,7 @@ from conveyor.queues.sqlite_sql import (
     SCHEMA_VERSION,
     UPGRADE_FROM_1,
 )
-from conveyor.sqlite_tx import is_busy, retry_busy, write_transaction
+from conveyor.sqlite_tx import is_busy, open_wal, write_transaction
 
 T = TypeVar("T")
 
@@ -118,43 +117,24 @@ class QueueDatabase:
         os.close(fd)
 
     def _connect(self, busy_timeout_s: float, create: bool) -> sqlite3.Connection:
-        # An existing file only, when not creating: "rw" never creates the database. One
-        # leading slash: "file://x" would name a host.
-        path = "/" + str(self.path).lstrip("/")
-        target = f"file:{quote(path)}?mode={'rwc' if create else 'rw'}"
-        try:
-            conn = sqlite3.connect(
-                target,
-                timeout=busy_timeout_s,
-                isolation_level=None,
-                check_same_thread=False,
-                uri=True,
-            )
-        except sqlite3.Error as exc:
-            raise ConfigError(f"cannot open the queue database {self.path}: {exc}") from exc
-        try:
-            mode = retry_busy(lambda: conn.execute("PRAGMA journal_mode=WAL").fetchone()[0])
-            if str(mode).lower() != "wal":
-                raise ConfigError(
-                    f"the queue database {self.path} cannot use WAL mode (got {mode!r}): "
-                    "put it on a local disk"
-                )
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA journal_size_limit=67108864")
-            # The default 2 MB page cache thrashes once the backlog's index outgrows it.
-            conn.execute("PRAGMA cache_size=-65536")
-            if self._schema_version(conn) != SCHEMA_VERSION:
-                self._run(conn, self._migrate)
-        except sqlite3.DatabaseError as exc:
-            conn.close()
-            name = getattr(exc, "sqlite_errorname", "") or ""
-            if is_busy(exc) or name.startswith(("SQLITE_FULL", "SQLITE_IOERR")):
-                raise self._error(exc) from exc  # transient: locked, full or failing disk
-            raise ConfigError(f"{self.path} is not a usable queue database: {exc}") from exc
-        except BaseException:
-            conn.close()
-            raise
-        return conn
+        return open_wal(
+            self.path,
+            "queue",
+            timeout_s=busy_timeout_s,
+            pragmas=[
+                "PRAGMA journal_size_limit=67108864",
+                # The default 2 MB page cache thrashes once the backlog's index outgrows it.
+                "PRAGMA cache_size=-65536",
+            ],
+            fail=self._error,
+            create=create,
+            setup=self._check_schema,
+        )
+
+    def _check_schema(self, conn: sqlite3.Connection) -> None:
+        """Refuse a newer schema; create or upgrade an older one."""
+        if self._schema_version(conn) != SCHEMA_VERSION:
+            self._run(conn, self._migrate)
 
     def _schema_version(self, conn: sqlite3.Connection) -> int:
         version = int(conn.execute("PRAGMA user_version").fetchone()[0])
