@@ -10,6 +10,9 @@ Each module exposes ``run(args) -> list[Table]``; ``args`` is this runner's name
 20,000 jobs from Python beside huey (``CONVEYOR_BENCH_SUBMIT_JOBS`` changes the count).
 ``bench_tail`` times ``worker --until-empty`` from its last job to its exit, on SQLite and
 on moto SQS at the default 20 s wait (about 3 minutes; ``--quick``: 2 s waits, 25 s).
+``bench_split`` submits a 20-million-row CSV with ``--split-rows`` and drains it with 1, then
+2 ``conveyor worker --until-empty`` processes, beside ``conveyor run`` and polars (about
+3 minutes; ``CONVEYOR_BENCH_SPLIT_ROWS=5000000`` for a quicker run).
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -101,6 +103,21 @@ def test_bad_file_fails_at_split_as_run_does(tmp_path: Path, text: str, message:
 def test_missing_file_fails_at_split(tmp_path: Path) -> None:
     with pytest.raises(BadInput, match="no such file"):
         split_csv(tmp_path / "nope.csv", 5)
+
+
+def test_splitting_loads_no_polars(tmp_path: Path) -> None:
+    # `conveyor submit --split-rows` splits in the submitting process: polars would cost it
+    # more than the split pass itself. (A fresh interpreter: this one has polars loaded.)
+    path = new_file(tmp_path, "ID,Value\n" + rows_text(50))
+    code = (
+        "import sys; from pathlib import Path; from conveyor.csvjob import split_csv; "
+        "assert len(split_csv(Path(sys.argv[1]), 7)) == 8; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'polars'))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True
+    )
+    assert done.stdout == "[]\n"
 
 
 # --- the shards themselves ---------------------------------------------------------------------

@@ -15,6 +15,9 @@ from conveyor.worker.inflight import InFlight, Round
 #: A round receives no more jobs than recent ones would run in this part of the
 #: visibility timeout (one at a time when a job takes longer): see Pace.prefetch.
 PREFETCH_FRACTION = 0.1
+#: ... and no more than they would run in this many seconds: what a worker holds while
+#: other workers may be idle (the tail of a group of shards) stays about this long.
+PREFETCH_MAX_S = 1.0
 #: A job is recorded ``running`` ahead of its turn, with the job before it, only if the
 #: jobs of the round ahead of it are expected to take no longer than this in all: its
 #: ``started_at`` is then early by at most about this much (see ``plan_ahead``).
@@ -73,8 +76,10 @@ class Pace:
         Messages held while others run are work other workers could do (Celery's prefetch
         pitfall: one worker holding a small backlog of long jobs while the others idle).
         So a round takes as many jobs as recent ones (slow ones forgotten over a few more)
-        would run within ``PREFETCH_FRACTION`` of the visibility timeout: a batch of quick
-        jobs, one long job at a time. A fresh worker does not know yet how long its jobs
+        would run within ``PREFETCH_FRACTION`` of the visibility timeout, and within
+        ``PREFETCH_MAX_S``: a batch of quick jobs, two of half a second, one long job at a
+        time, so that the last jobs of a backlog are not queued behind one busy worker
+        while the others idle. A fresh worker does not know yet how long its jobs
         take: it takes one message, then learns (K workers started on K long jobs run
         them at once); a round of messages that ran no job doubles that (TCP's slow start).
         """
@@ -82,7 +87,7 @@ class Pace:
             return self._cold
         if self._recent_s <= 0:
             return MAX_BATCH
-        budget_s = PREFETCH_FRACTION * self.visibility_timeout_s
+        budget_s = min(PREFETCH_FRACTION * self.visibility_timeout_s, PREFETCH_MAX_S)
         return max(1, min(MAX_BATCH, math.floor(budget_s / self._recent_s)))
 
 
