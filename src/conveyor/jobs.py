@@ -20,11 +20,7 @@ from typing import Any
 from conveyor.claims import ClaimRef, claim_ref, load_claim, store_claim
 from conveyor.errors import BadMessage, MessageTooLarge
 from conveyor.job_checks import check_job, json_type
-
-# MAX_SEED and new_seed stay importable from here while csvjob/pipeline.py imports them so.
-from conveyor.job_ids import MAX_SEED as MAX_SEED  # noqa: PLC0414
-from conveyor.job_ids import is_job_id, new_job_id
-from conveyor.job_ids import new_seed as new_seed  # noqa: PLC0414
+from conveyor.job_ids import is_job_id, new_job_id, new_seed
 from conveyor.storage import Storage
 from conveyor.strict_json import canonical_json, parse_json
 

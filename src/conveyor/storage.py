@@ -10,15 +10,11 @@ import stat
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
-# atomic_output, clean_stale_temps and storage_error stay importable from here while
-# csvjob/merge.py, output.py and pipeline.py import them so.
-from conveyor.atomic import atomic_output as atomic_output  # noqa: PLC0414
+from conveyor.atomic import atomic_output
 from conveyor.errors import BadInput, UnsafePath
 from conveyor.settings import STATE_DIR
-from conveyor.statefiles import OWNER_ONLY, StateMode, make_state_dir
-from conveyor.statefiles import storage_error as storage_error  # noqa: PLC0414
+from conveyor.statefiles import OWNER_ONLY, StateMode, make_state_dir, storage_error
 from conveyor.tempfiles import TEMP_PREFIX
-from conveyor.tempfiles import clean_stale_temps as clean_stale_temps  # noqa: PLC0414
 
 #: Where :meth:`Storage.ingest` writes its copies before publishing them into
 #: ``inputs/<job_id>/`` (the same file system, so the rename is atomic).

@@ -24,7 +24,7 @@ ROWS = 4_000_000
 LIVE_WRITER = """
 import sys, time
 from pathlib import Path
-from conveyor.storage import atomic_output
+from conveyor.atomic import atomic_output
 with atomic_output(Path(sys.argv[1])) as temp:
     temp.write_text("being written")
     print(temp, flush=True)

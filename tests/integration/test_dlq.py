@@ -56,7 +56,7 @@ def sqs_env(request: pytest.FixtureRequest, tmp_path: Path) -> QueueEnv:
 WRITE_AND_DIE = """
 import os, sys
 from pathlib import Path
-from conveyor.storage import atomic_output
+from conveyor.atomic import atomic_output
 with atomic_output(Path(sys.argv[1])) as temp:
     temp.write_bytes(b"half")
     os._exit(9)

@@ -301,7 +301,7 @@ def test_atomic_output_publishes_empty_file_when_task_wrote_nothing(tmp_path: Pa
 LIVE_WRITER = """
 import sys, time
 from pathlib import Path
-from conveyor.storage import atomic_output
+from conveyor.atomic import atomic_output
 with atomic_output(Path(sys.argv[1])) as temp:
     temp.write_text("half")
     print(temp, flush=True)

@@ -12,8 +12,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from conveyor.atomic import atomic_output
 from conveyor.errors import StorageError
-from conveyor.storage import atomic_output, clean_stale_temps, storage_error
+from conveyor.statefiles import storage_error
+from conveyor.tempfiles import clean_stale_temps
 
 #: Parts copied at once by a merge.
 MERGE_THREADS = 2

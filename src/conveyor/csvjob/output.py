@@ -17,7 +17,7 @@ import polars as pl
 from conveyor.csvjob.exact import Rows
 from conveyor.csvjob.factors import row_factors
 from conveyor.errors import BadInput
-from conveyor.storage import storage_error
+from conveyor.statefiles import storage_error
 
 #: The output's header line.
 OUTPUT_HEADER = b"ID,Value,ProcessedValue\n"

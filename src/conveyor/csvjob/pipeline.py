@@ -14,6 +14,7 @@ from typing import ParamSpec, TypeVar
 
 import polars as pl
 
+from conveyor.atomic import atomic_output
 from conveyor.csvjob.exact import parse_exact
 from conveyor.csvjob.fast import parse_plain, parse_quoted
 from conveyor.csvjob.output import OUTPUT_HEADER, Output, render
@@ -26,8 +27,7 @@ from conveyor.csvjob.source import (
     open_input,
     refuse_same_file,
 )
-from conveyor.jobs import MAX_SEED, new_seed
-from conveyor.storage import atomic_output
+from conveyor.job_ids import MAX_SEED, new_seed
 
 #: Bytes read per block; each holds roughly 150,000 rows of the tutorial's shape.
 DEFAULT_BLOCK_BYTES = 2 << 20
