@@ -63,6 +63,11 @@ def atomic_output(
         lock_fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
     except OSError as exc:
         raise storage_error(exc, f"cannot write {final}") from exc
+    except BaseException:
+        # A signal handler's exception (conveyor run's SIGTERM) raised as os.open returns,
+        # the file made but its descriptor not yet ours: the name is ours alone, remove it.
+        _unlink_quietly(temp)
+        raise
     try:
         lock_temp(lock_fd)
         if state is not None:
