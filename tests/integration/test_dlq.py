@@ -354,7 +354,7 @@ def test_dlq_purge_by_age_and_all(local_env: QueueEnv) -> None:
 
     assert by_age.strip() == "deleted 1 dead letter(s)"
     assert [letter["body"] for letter in left] == ["new"]
-    assert bad.returncode == 2 and "not a duration" in bad.stderr
+    assert bad.returncode == 2 and "bad duration 'soon'" in bad.stderr
     assert refused.returncode == 1
     assert everything.strip() == "deleted 1 dead letter(s)"
     assert local_env.stats().dead_lettered == 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import time
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from conveyor.cli.shared_options import (
     queue_options,
     storage_option,
 )
+from conveyor.durations import parse_duration_s
 from conveyor.errors import BadInput, ConveyorError
 from conveyor.jobs import job_id_of
 from conveyor.queues.base import Queue
@@ -36,8 +36,6 @@ from conveyor.storage import Storage
 _REDRIVE_LIST_LIMIT = 100_000
 #: What the ledger records as the worker of the jobs these commands change.
 _DLQ_WORKER = "conveyor-dlq"
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd]?)\Z")
-_UNIT_S = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 def _printable(text: str) -> str:
@@ -58,10 +56,10 @@ def _duration_s(ctx: click.Context, param: click.Parameter, value: str | None) -
     """``--older-than``: ``90``, ``90s``, ``30m``, ``12h`` or ``14d``, in seconds."""
     if value is None:
         return None
-    match = _DURATION.match(value.strip())
-    if match is None:
-        raise click.BadParameter(f"{value!r} is not a duration: use e.g. 90s, 30m, 12h or 14d")
-    return float(match.group(1)) * _UNIT_S[match.group(2)]
+    try:
+        return parse_duration_s(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 @click.group()

@@ -1,10 +1,10 @@
-"""Opening a ledger by URL, and the durations of ``conveyor ledger prune``."""
+"""Durations as people write them (durations.py): `ledger prune` and `dlq purge` read them."""
 
 from __future__ import annotations
 
 import pytest
 
-from conveyor.cli.ledger import format_duration, parse_duration_s
+from conveyor.durations import format_duration, parse_duration_s
 from conveyor.ledger import DEFAULT_RETENTION_S
 
 # --- durations for ``conveyor ledger prune`` ------------------------------------------------------
