@@ -6,8 +6,9 @@ Every process is measured from outside with ``wait4`` (wall time, CPU, peak RSS)
 workers' JSON logs give the timeline (shards, the merge, when the output was published).
 Rows: ``CONVEYOR_BENCH_SPLIT_ROWS`` (default 20 million); rows per shard:
 ``CONVEYOR_BENCH_SPLIT_SHARD_ROWS`` (default: 16 shards); worker batch size:
-``CONVEYOR_BENCH_SPLIT_BATCH`` (default 1, the advice for long jobs: a fresh worker takes a
-full batch of 10 today). ``CONVEYOR_BENCH_SPLIT_IN_STORAGE=1``: the input is already on the
+``CONVEYOR_BENCH_SPLIT_BATCH`` (default 1: one shard a round, so that the table measures
+how the shards scale and not how the prefetch splits 16 jobs; the worker's own default
+holds about a second of work ahead). ``CONVEYOR_BENCH_SPLIT_IN_STORAGE=1``: the input is already on the
 storage (``submit --in-storage``), as a big file put on EFS beforehand is: no copy at submit.
 
 Standalone: ``python -m benchmarks.bench_split [--quick] [--repeat N] [--data-dir DIR]``.
@@ -222,6 +223,39 @@ def idle_costs(work: Path) -> tuple[float, float]:
     return run, min(worker)
 
 
+#: Two kernels that say what 2 processes can gain on this machine at all: one bound by the
+#: CPU (a Python loop), one by memory bandwidth (numpy streaming through 32 MB arrays, as
+#: the CSV job streams its blocks).
+_CEILING_KERNELS = {
+    "a CPU-bound loop": "x = 0\nfor i in range(15_000_000):\n    x += i",
+    "a memory-bound numpy kernel": (
+        "import numpy as np\na = np.random.default_rng(1).random(4_000_000)\n"
+        "for _ in range(150):\n    (a * 1.0001).sum()"
+    ),
+}
+
+
+def machine_ceiling(repeat: int) -> dict[str, float]:
+    """Speed-up of 2 processes over 1 running each kernel (best of ``repeat``): the most the
+    split job could gain here if it had no serial part."""
+    found = {}
+    for name, code in _CEILING_KERNELS.items():
+        command = [sys.executable, "-c", code]
+        alone = min(_wall(command, 1) for _ in range(repeat))
+        paired = min(_wall(command, 2) for _ in range(repeat))
+        found[name] = 2 * alone / paired
+    return found
+
+
+def _wall(command: list[str], copies: int) -> float:
+    started = time.perf_counter()
+    processes = [subprocess.Popen(command) for _ in range(copies)]
+    for process in processes:
+        if process.wait() != 0:
+            raise RuntimeError(f"{command} failed")
+    return time.perf_counter() - started
+
+
 def run(args: argparse.Namespace | None = None) -> list[Table]:
     """The runner's entry point: the contenders, and the split job against its targets."""
     quick = bool(getattr(args, "quick", False))
@@ -254,6 +288,7 @@ def run(args: argparse.Namespace | None = None) -> list[Table]:
             polars_cmd = [sys.executable, "-c", POLARS_BASELINE, str(source), str(target)]
             polars.append(measure(polars_cmd)[0])
             target.unlink()
+    ceiling = machine_ceiling(1 if quick else repeat)
     return tables(
         rows,
         source.stat().st_size,
@@ -263,6 +298,7 @@ def run(args: argparse.Namespace | None = None) -> list[Table]:
         (cli, polars, splits),
         (idle_run, idle_worker),
         (load, os.getloadavg()),
+        ceiling,
     )
 
 
@@ -275,6 +311,7 @@ def tables(
     results: tuple[list[Measured], list[Measured], dict[int, list[SplitRun]]],
     idle: tuple[float, float],
     loads: tuple[tuple[float, float, float], tuple[float, float, float]],
+    ceiling: dict[str, float],
 ) -> list[Table]:
     """The results as markdown tables."""
     cli_runs, polars_runs, splits = results
@@ -375,6 +412,16 @@ def tables(
                 "-",
                 "-",
             ],
+            [
+                "Amdahl's bound for 2 workers with that serial share",
+                f"{1 / (serial + (1 - serial) / 2):.2f}x",
+                "-",
+                "-",
+            ],
+            *(
+                [f"this machine: 2 processes of {name} against 1", f"{gain:.2f}x", "-", "-"]
+                for name, gain in ceiling.items()
+            ),
             ["peak RSS per worker", f"{rss:.0f} MB", f"≤ {TARGET_RSS_MB} MB", _met(rss <= 200)],
         ],
         notes=[
