@@ -9,7 +9,9 @@ path), ``output``, ``pipeline`` (``transform_csv``, ``process_csv``), ``split``,
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from conveyor.lazy import lazy_exports
 
 __all__ = [
     "DEFAULT_BLOCK_BYTES",
@@ -51,38 +53,28 @@ if TYPE_CHECKING:
     from conveyor.csvjob.split import SPLIT_BLOCK_BYTES, Shard, iter_shards, split_csv
 
 _LAZY = {
-    "FACTOR_MAX": "factors",
-    "FACTOR_MIN": "factors",
-    "row_factor": "factors",
-    "row_factors": "factors",
-    "MERGE_THREADS": "merge",
-    "MergeStats": "merge",
-    "merge_csv_parts": "merge",
-    "remove_parts_dir": "merge",
-    "OUTPUT_HEADER": "output",
-    "DEFAULT_BLOCK_BYTES": "pipeline",
-    "DEFAULT_WORKERS": "pipeline",
-    "CsvStats": "pipeline",
-    "process_csv": "pipeline",
-    "transform_csv": "pipeline",
-    "run_shard": "shard",
-    "transform_csv_range": "shard",
-    "HEADER": "source",
-    "SPLIT_BLOCK_BYTES": "split",
-    "Shard": "split",
-    "iter_shards": "split",
-    "split_csv": "split",
+    "FACTOR_MAX": "conveyor.csvjob.factors",
+    "FACTOR_MIN": "conveyor.csvjob.factors",
+    "row_factor": "conveyor.csvjob.factors",
+    "row_factors": "conveyor.csvjob.factors",
+    "MERGE_THREADS": "conveyor.csvjob.merge",
+    "MergeStats": "conveyor.csvjob.merge",
+    "merge_csv_parts": "conveyor.csvjob.merge",
+    "remove_parts_dir": "conveyor.csvjob.merge",
+    "OUTPUT_HEADER": "conveyor.csvjob.output",
+    "DEFAULT_BLOCK_BYTES": "conveyor.csvjob.pipeline",
+    "DEFAULT_WORKERS": "conveyor.csvjob.pipeline",
+    "CsvStats": "conveyor.csvjob.pipeline",
+    "process_csv": "conveyor.csvjob.pipeline",
+    "transform_csv": "conveyor.csvjob.pipeline",
+    "run_shard": "conveyor.csvjob.shard",
+    "transform_csv_range": "conveyor.csvjob.shard",
+    "HEADER": "conveyor.csvjob.source",
+    "SPLIT_BLOCK_BYTES": "conveyor.csvjob.split",
+    "Shard": "conveyor.csvjob.split",
+    "iter_shards": "conveyor.csvjob.split",
+    "split_csv": "conveyor.csvjob.split",
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'conveyor.csvjob' has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(f"conveyor.csvjob.{module}"), name)
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
