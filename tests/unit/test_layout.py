@@ -154,3 +154,29 @@ def test_import_reader_sees_relative_and_skips_type_checking(tmp_path: Path) -> 
     modules = {"pkg": pkg / "__init__.py", "pkg.a": pkg / "a.py", "pkg.b": pkg, "pkg.c": pkg}
     assert _imports("pkg", modules["pkg"], modules) == {"pkg.a"}
     assert _imports("pkg.a", modules["pkg.a"], modules) == {"pkg.b"}
+
+
+def _documented_tree() -> set[str]:
+    """The modules docs/architecture.md's tree names, as paths under src/conveyor/."""
+    text = (SRC.parent / "docs" / "architecture.md").read_text(encoding="utf-8")
+    block = text.split("## The tree", 1)[1].split("```", 2)[1]
+    found: set[str] = set()
+    folders: list[tuple[int, str]] = []
+    for line in block.splitlines():
+        entry = line.split("#", 1)[0].rstrip()
+        if not entry.strip() or entry.strip() == "src/conveyor/":
+            continue
+        indent, name = len(entry) - len(entry.lstrip()), entry.split()[0]
+        folders = [(depth, folder) for depth, folder in folders if depth < indent]
+        if name.endswith("/"):
+            folders.append((indent, name))
+        elif name.endswith(".py"):
+            found.add("".join(folder for _, folder in folders) + name)
+    return found
+
+
+def test_the_architecture_page_lists_every_module_and_no_other() -> None:
+    actual = {str(path.relative_to(SRC / PACKAGE)) for path in (SRC / PACKAGE).rglob("*.py")}
+    documented = _documented_tree()
+    assert sorted(actual - documented) == [], "modules missing from docs/architecture.md"
+    assert sorted(documented - actual) == [], "docs/architecture.md names modules that are gone"
