@@ -8,8 +8,9 @@ Rows: ``CONVEYOR_BENCH_SPLIT_ROWS`` (default 20 million); rows per shard:
 ``CONVEYOR_BENCH_SPLIT_SHARD_ROWS`` (default: 16 shards); worker batch size:
 ``CONVEYOR_BENCH_SPLIT_BATCH`` (default 1: one shard a round, so that the table measures
 how the shards scale and not how the prefetch splits 16 jobs; the worker's own default
-holds about a second of work ahead). ``CONVEYOR_BENCH_SPLIT_IN_STORAGE=1``: the input is already on the
-storage (``submit --in-storage``), as a big file put on EFS beforehand is: no copy at submit.
+holds about a second of work ahead). ``CONVEYOR_BENCH_SPLIT_IN_STORAGE=1``: the input is
+already on the storage (``submit --in-storage``), as a big file put on EFS beforehand is: no
+copy at submit.
 
 Standalone: ``python -m benchmarks.bench_split [--quick] [--repeat N] [--data-dir DIR]``.
 """
