@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import conveyor
+from conveyor import TaskContext
 from conveyor.errors import BadInput
-from conveyor.task_context import TaskContext
 
 #: Letters, with inner apostrophes (ASCII or U+2019) kept: "don't" is one word.
 _WORD = re.compile(r"[^\W\d_]+(?:['\u2019][^\W\d_]+)*")

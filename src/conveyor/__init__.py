@@ -17,8 +17,10 @@ __all__ = [
     "Job",
     "JobRecord",
     "JobState",
+    "SubmitInterrupted",
     "Task",
     "TaskContext",
+    "WaitTimeout",
     "connect",
     "open_queue",
     "task",
@@ -30,8 +32,10 @@ if TYPE_CHECKING:
     from conveyor.jobs import Job, JobState
     from conveyor.ledger import JobRecord
     from conveyor.queues import open_queue
+    from conveyor.submission import SubmitInterrupted
     from conveyor.task_context import TaskContext
     from conveyor.task_registry import Task
+    from conveyor.waiting import WaitTimeout
 
 # Imported on first use, so that `conveyor run` does not pay for the queue machinery.
 _LAZY = {
@@ -41,6 +45,8 @@ _LAZY = {
     "JobState": "conveyor.jobs",
     "JobRecord": "conveyor.ledger",
     "open_queue": "conveyor.queues",
+    "SubmitInterrupted": "conveyor.submission",
+    "WaitTimeout": "conveyor.waiting",
     "Task": "conveyor.task_registry",
     "TaskContext": "conveyor.task_context",
     "task": "conveyor.default_tasks",

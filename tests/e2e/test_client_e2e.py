@@ -103,7 +103,7 @@ SUBMITTER = textwrap.dedent(
     import time
 
     import conveyor
-    from conveyor.client import SubmitInterrupted
+    from conveyor import SubmitInterrupted
 
     names = [line.strip() for line in open(sys.argv[1])]
 
