@@ -146,10 +146,16 @@ def test_sigint_during_submit_many_leaves_no_orphan_and_a_matching_ledger(
         text=True,
     )
     assert process.stdout is not None
-    for _ in range(20):
-        assert process.stdout.readline().startswith("sent 10")
-    process.send_signal(signal.SIGINT)
-    rest, errors = process.communicate(timeout=60)
+    try:
+        for _ in range(20):
+            line = process.stdout.readline()
+            assert line.startswith("sent 10"), line or process.communicate(timeout=60)[1]
+        process.send_signal(signal.SIGINT)
+        rest, errors = process.communicate(timeout=60)
+    finally:  # a failed check must not leave the script running into later tests
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
     # Then the script stopped part way, with the exit code of an interrupted command
     assert process.returncode == 75, errors
     interrupted = [line for line in rest.splitlines() if line.startswith("interrupted")]
