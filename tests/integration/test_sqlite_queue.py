@@ -306,11 +306,12 @@ def test_a_locked_database_is_a_transient_error(db: Path) -> None:
 # --- several processes ---------------------------------------------------------------------
 
 CONSUMER = """
-import json, sys
+import json, sys, time
 from conveyor.queues.sqlite import SQLiteQueue
 queue = SQLiteQueue(sys.argv[1], visibility_timeout_s=120)
 print("ready", flush=True)
-sys.stdin.readline()
+start_at = float(sys.stdin.readline())
+time.sleep(max(0.0, start_at - time.time()))  # all three start at one instant
 received, acked, empty = [], [], 0
 while empty < 3:
     batch = queue.receive(10, wait_s=0.2)
@@ -319,6 +320,7 @@ while empty < 3:
     for r in batch:  # one ack per message: more interleaving between processes
         if queue.ack(r.lease):
             acked.append(r.body)
+    time.sleep(0.001)  # a worker's own work between rounds: the others get their turn
 print(json.dumps({"received": received, "acked": acked}), flush=True)
 """
 
@@ -331,9 +333,10 @@ def test_three_processes_ack_every_message_exactly_once(db: Path) -> None:
     children = [run_child(CONSUMER, str(db)) for _ in range(3)]
     for child in children:
         assert child.stdout is not None and child.stdout.readline().strip() == "ready"
-    for child in children:  # start them together
+    start_at = time.time() + 0.5
+    for child in children:  # start them together, however late each one is scheduled
         assert child.stdin is not None
-        child.stdin.write("go\n")
+        child.stdin.write(f"{start_at}\n")
         child.stdin.flush()
 
     results = []
