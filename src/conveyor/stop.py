@@ -18,7 +18,6 @@ from conveyor.settings import EXIT_INTERRUPTED, Settings
 
 if TYPE_CHECKING:
     from conveyor.ledger import Ledger
-    from conveyor.queues.base import Queue
 
 log = logging.getLogger("conveyor.stop")
 #: The worker's own log, where it says it is stopping.
@@ -53,12 +52,6 @@ class LoopState:
     pending: Callable[[], int]
     exact_counts: bool = False
     open_jobs: Callable[[], int] | None = None
-
-
-def counts_are_exact(queue: Queue) -> bool:
-    """Whether ``queue`` counts its messages exactly: the embedded queues (SQLite, memory)
-    count in one transaction; an SQS-compatible server's ``ApproximateNumberOf*`` lag."""
-    return not queue.remote
 
 
 def open_job_count(ledger: Ledger) -> int:

@@ -58,12 +58,12 @@ def test_two_merges_racing_publish_the_one_output_and_leave_nothing(tmp_path: Pa
     transform_csv(source, expected, SEED)
     context = get_context("spawn")
     outcomes: set[str] = set()
-    with context.Pool(2) as pool:
+    with context.Pool(2) as pool, context.Manager() as manager:
         for round_ in range(ROUNDS):
             directory = tmp_path / f"parts-{round_}"
             parts = _make_parts(source, directory)
             output = tmp_path / f"out-{round_}.csv"
-            barrier = context.Manager().Barrier(2)
+            barrier = manager.Barrier(2)
             # When two processes merge them at the same moment
             results = pool.starmap(_merge, [(parts, output, barrier)] * 2)
             outcomes.update(results)

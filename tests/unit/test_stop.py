@@ -26,7 +26,6 @@ from conveyor.stop import (
     RunForever,
     Shutdown,
     UntilEmpty,
-    counts_are_exact,
     open_job_count,
     policy_from_settings,
 )
@@ -210,16 +209,6 @@ def test_a_failed_count_is_no_evidence_and_a_missing_queue_ends_the_worker(
 
 
 # --- helpers and composition --------------------------------------------------------------
-
-
-def test_only_the_embedded_queues_count_exactly() -> None:
-    """Which backends are remote is the queue contract's test; this is the rule on top."""
-    assert counts_are_exact(MemoryQueue("jobs")) is True
-
-    class Remote(MemoryQueue):
-        remote = True  # type: ignore[assignment]
-
-    assert counts_are_exact(Remote("jobs")) is False
 
 
 def test_open_job_count_sums_queued_running_and_retrying(tmp_path: Path) -> None:

@@ -25,7 +25,6 @@ from conveyor.stop import (
     Shutdown,
     StopPolicy,
     StopWatch,
-    counts_are_exact,
     open_job_count,
     policy_from_settings,
 )
@@ -176,7 +175,7 @@ class Worker:
                 last_received=last_received,
                 idle_s=self._clock() - last_message_at,
                 pending=self.dead_letters.pending,
-                exact_counts=counts_are_exact(self.queue),
+                exact_counts=not self.queue.remote,  # SQS counts are approximate
                 open_jobs=functools.partial(open_job_count, self.ledger),
             )
             if policy.should_stop(state):
